@@ -1,0 +1,42 @@
+"""ettin-ft: fine-tune, pretrain and continue the Ettin suite of paired encoders and decoders.
+
+The public API is imported lazily, so `python -m ettin_ft.<module>` starts without loading every
+library and `import ettin_ft` stays cheap.
+"""
+
+from importlib import import_module
+
+from ._versions import warn_on_mismatch
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "EttinError": ".errors",
+    "OFFICIAL_SIZES": ".models",
+    "SHAPES": ".models",
+    "hub_id": ".models",
+    "resolve": ".models",
+    "Runtime": ".backbone",
+    "build_model": ".backbone",
+    "choose_runtime": ".backbone",
+    "load_model": ".backbone",
+    "load_tokenizer": ".backbone",
+    "locate": ".backbone",
+    "model_config": ".backbone",
+    "add_chat_template": ".tokenizer",
+    "train_tokenizer": ".tokenizer",
+    "BeirSplit": ".data.loading",
+    "load_beir": ".data.loading",
+    "load_data": ".data.loading",
+    "SyntheticWorld": ".data.synthetic",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'ettin_ft' has no attribute {name!r}")
+
+
+warn_on_mismatch()

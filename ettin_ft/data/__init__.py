@@ -1,0 +1,1 @@
+"""Data loading and validation (`loading`), and the built-in synthetic world (`synthetic`)."""

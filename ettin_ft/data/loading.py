@@ -1,0 +1,210 @@
+"""One loader for every recipe: hub datasets, local files and folders, and BEIR folders.
+
+Every failure is an EttinError naming the file (or dataset), what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import datasets
+
+from ..errors import EttinError
+
+LOCAL_FORMATS = (".jsonl", ".json", ".csv", ".parquet", ".txt")
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise EttinError(f"{path} line {number}: malformed JSON ({error.msg}); expected one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise EttinError(f"{path} line {number}: expected a JSON object, found {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def _read_json(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        try:
+            content = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise EttinError(f"{path}: malformed JSON at line {error.lineno} ({error.msg})") from None
+    if isinstance(content, dict) and isinstance(content.get("data"), list):
+        content = content["data"]
+    if not isinstance(content, list) or not all(isinstance(row, dict) for row in content):
+        raise EttinError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}})")
+    return content
+
+
+def _read_file(path: str, text_column: str) -> datasets.Dataset:
+    extension = os.path.splitext(path)[1].lower()
+    try:
+        if extension == ".jsonl":
+            return datasets.Dataset.from_list(_read_jsonl(path))
+        if extension == ".json":
+            return datasets.Dataset.from_list(_read_json(path))
+        if extension == ".txt":
+            with open(path, encoding="utf-8") as handle:
+                return datasets.Dataset.from_dict({text_column: [line.rstrip("\n") for line in handle if line.strip()]})
+        if extension == ".csv":
+            with open(path, encoding="utf-8", newline="") as handle:
+                return datasets.Dataset.from_list(list(csv.DictReader(handle)))
+        if extension == ".parquet":
+            return datasets.Dataset.from_parquet(path)
+    except EttinError:
+        raise
+    except UnicodeDecodeError:
+        raise EttinError(f"{path}: not UTF-8 text") from None
+    except Exception as error:  # pyarrow and csv raise many types for unreadable files
+        raise EttinError(f"{path}: cannot read it as {extension[1:]} ({type(error).__name__}: {error})") from None
+    raise EttinError(f"{path}: unsupported file type {extension!r}; expected one of {', '.join(LOCAL_FORMATS)}")
+
+
+def _files_in(folder: str) -> list[str]:
+    files = sorted(p for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True) if p.lower().endswith(LOCAL_FORMATS))
+    if not files:
+        raise EttinError(f"folder {folder} holds no data files; expected {', '.join(LOCAL_FORMATS)} files")
+    extensions = {os.path.splitext(p)[1].lower() for p in files}
+    if len(extensions) > 1:
+        raise EttinError(f"folder {folder} mixes file types ({', '.join(sorted(extensions))}); expected one type")
+    return files
+
+
+def is_beir_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "corpus.jsonl")) and os.path.isfile(os.path.join(path, "queries.jsonl"))
+
+
+def _load_hub(name: str, config_name: str | None, split: str, streaming: bool):
+    repo = name.split("@")[0]
+    revision = name.split("@")[1] if "@" in name else None
+    try:
+        from huggingface_hub import HfApi
+
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("", "0", "false"):
+            HfApi().dataset_info(repo, revision=revision, timeout=10)
+        return datasets.load_dataset(repo, config_name, split=split, revision=revision, streaming=streaming)
+    except Exception as error:
+        raise EttinError(
+            f"cannot load dataset {name!r} (split {split!r}) from the Hugging Face hub ({type(error).__name__}); "
+            "pass a local .jsonl/.csv/.parquet/.txt file or folder instead"
+        ) from None
+
+
+def load_data(
+    spec: str,
+    *,
+    columns: Sequence[str] = (),
+    split: str = "train",
+    config_name: str | None = None,
+    column_mapping: Mapping[str, str] | None = None,
+    text_column: str = "text",
+    limit: int | None = None,
+    streaming: bool = False,
+) -> datasets.Dataset:
+    """Load ``spec`` (a local file or folder, or a hub dataset name) and check it has ``columns``.
+
+    ``column_mapping`` renames columns first ({name in the data: name the recipe expects}); .txt files
+    give one row per non-empty line in ``text_column``; ``limit`` keeps the first rows.
+    """
+    if os.path.isdir(spec):
+        if is_beir_folder(spec):
+            raise EttinError(f"{spec} is a BEIR folder (corpus/queries/qrels); pass it as an evaluation set, not as training data")
+        parts = [_read_file(p, text_column) for p in _files_in(spec)]
+        dataset = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        where = spec
+    elif os.path.isfile(spec):
+        dataset, where = _read_file(spec, text_column), spec
+    elif spec.lower().endswith(LOCAL_FORMATS) or spec.startswith((".", "/", "~")):
+        raise EttinError(f"data file {spec} does not exist")
+    elif spec.count("/") == 1:
+        dataset, where = _load_hub(spec, config_name, split, streaming), f"hub dataset {spec} ({split})"
+    else:
+        raise EttinError(f"data {spec!r} is neither a local file or folder nor a hub dataset name (org/name)")
+    if column_mapping:
+        missing = [c for c in column_mapping if c not in dataset.column_names]
+        if missing:
+            raise EttinError(f"{where}: column mapping names {missing} but the columns are {dataset.column_names}")
+        dataset = dataset.rename_columns(dict(column_mapping))
+    return validate(dataset, columns, where, limit)
+
+
+def validate(dataset, columns: Sequence[str], where: str, limit: int | None = None):
+    """Check a dataset is non-empty and has ``columns``; keep the first ``limit`` rows."""
+    found = list(dataset.column_names or [])
+    missing = [c for c in columns if c not in found]
+    # Streamed hub datasets may not know their columns before the first row.
+    if missing and dataset.column_names is not None:
+        raise EttinError(
+            f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(found) or 'none'}; "
+            f"expected {', '.join(columns)} (rename with a column mapping)"
+        )
+    if isinstance(dataset, datasets.Dataset):
+        if len(dataset) == 0:
+            raise EttinError(f"{where}: no rows; expected a non-empty dataset")
+        if limit is not None:
+            dataset = dataset.select(range(min(limit, len(dataset))))
+    elif limit is not None:
+        dataset = dataset.take(limit)
+    return dataset
+
+
+# ------------------------------------------------------------------------------------------------- BEIR
+
+
+@dataclass
+class BeirSplit:
+    """A BEIR evaluation split: the corpus, the judged queries and their relevance judgements."""
+
+    corpus: dict[str, dict]  # doc id → {"title", "text"}
+    queries: dict[str, str]  # query id → text (only queries with judgements)
+    qrels: dict[str, dict[str, int]]  # query id → {doc id: relevance}
+
+    def documents(self) -> dict[str, str]:
+        """Doc id → 'title text' (the usual BEIR concatenation)."""
+        return {i: f"{d.get('title', '')} {d.get('text', '')}".strip() for i, d in self.corpus.items()}
+
+
+def load_beir(folder: str, split: str = "test") -> BeirSplit:
+    """Load a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."""
+    if not os.path.isdir(folder):
+        raise EttinError(f"BEIR folder {folder} does not exist")
+    qrels_path = os.path.join(folder, "qrels", f"{split}.tsv")
+    for path in (os.path.join(folder, "corpus.jsonl"), os.path.join(folder, "queries.jsonl"), qrels_path):
+        if not os.path.isfile(path):
+            raise EttinError(f"BEIR folder {folder}: missing {os.path.relpath(path, folder)}; expected corpus.jsonl, queries.jsonl and qrels/{split}.tsv")
+    corpus = {}
+    for row in _read_jsonl(os.path.join(folder, "corpus.jsonl")):
+        if "_id" not in row or "text" not in row:
+            raise EttinError(f"{folder}/corpus.jsonl: rows need _id and text; found {', '.join(row)}")
+        corpus[str(row["_id"])] = {"title": row.get("title") or "", "text": row["text"] or ""}
+    all_queries = {}
+    for row in _read_jsonl(os.path.join(folder, "queries.jsonl")):
+        if "_id" not in row or "text" not in row:
+            raise EttinError(f"{folder}/queries.jsonl: rows need _id and text; found {', '.join(row)}")
+        all_queries[str(row["_id"])] = row["text"]
+    qrels: dict[str, dict[str, int]] = {}
+    with open(qrels_path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            fields = line.rstrip("\n").split("\t")
+            if number == 1 and fields[0] == "query-id":
+                continue
+            if len(fields) != 3 or not fields[2].lstrip("-").isdigit():
+                raise EttinError(f"{qrels_path} line {number}: expected 'query-id<TAB>corpus-id<TAB>score'")
+            if int(fields[2]) > 0:
+                qrels.setdefault(fields[0], {})[fields[1]] = int(fields[2])
+    queries = {q: all_queries[q] for q in qrels if q in all_queries}
+    if not queries:
+        raise EttinError(f"BEIR folder {folder}: no judged queries in qrels/{split}.tsv match queries.jsonl")
+    return BeirSplit(corpus, queries, {q: qrels[q] for q in queries})

@@ -1,0 +1,71 @@
+"""Shared fixtures: a small synthetic world, a tokenizer trained on it, and tiny models saved to disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Tests never reach the hub: an unreachable endpoint makes any attempt fail at once.
+os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data {path} is not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def world():
+    from ettin_ft.data.synthetic import SyntheticWorld
+
+    return SyntheticWorld(people=40, seed=0)
+
+
+@pytest.fixture(scope="session")
+def world_dir(world, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("world")
+    world.write(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def encoder_tokenizer(world):
+    from ettin_ft.tokenizer import train_tokenizer
+
+    return train_tokenizer(world.pretraining_texts(), vocab_size=512, arch="encoder")
+
+
+@pytest.fixture(scope="session")
+def decoder_tokenizer(world):
+    from ettin_ft.tokenizer import train_tokenizer
+
+    return train_tokenizer(world.pretraining_texts(), vocab_size=512, arch="decoder")
+
+
+def _save_tiny(arch: str, tokenizer, folder: Path) -> Path:
+    from ettin_ft.backbone import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny", arch, tokenizer=tokenizer)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(encoder_tokenizer, tmp_path_factory) -> Path:
+    return _save_tiny("encoder", encoder_tokenizer, tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_dir(decoder_tokenizer, tmp_path_factory) -> Path:
+    return _save_tiny("decoder", decoder_tokenizer, tmp_path_factory.mktemp("tiny-decoder"))
