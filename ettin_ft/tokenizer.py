@@ -93,6 +93,11 @@ def train_tokenizer(
     )
 
 
+def set_post_processing(tokenizer, arch: str) -> None:
+    """Switch a tokenizer between encoder (``[CLS] A [SEP]``) and decoder (``[CLS] A``) post-processing."""
+    tokenizer.backend_tokenizer.post_processor = _post_processor(arch, tokenizer.cls_token_id, tokenizer.sep_token_id)
+
+
 def add_chat_template(tokenizer) -> int:
     """Give a decoder tokenizer ChatML: the <|im_start|>/<|im_end|> tokens, the template, eos = <|im_end|>.
 

@@ -1,0 +1,79 @@
+"""Recipe configuration: dataclasses filled from a YAML file (``--config``) and command-line flags.
+
+Every dataclass field is a flag (HfArgumentParser); YAML values become the defaults that flags then
+override, as in trl's TrlParser. ``--dry-run`` is handled by each recipe after parsing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+from .errors import EttinError
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise EttinError(f"config file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        raise EttinError(f"config file {path} is not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(content, dict):
+        raise EttinError(f"config file {path} must be a mapping of field: value, found {type(content).__name__}")
+    return content
+
+
+def parse_config(*config_classes, argv: list[str] | None = None, prog: str | None = None, description: str = ""):
+    """Parse ``config_classes`` from ``--config FILE`` plus flags; returns (instances..., dry_run)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = HfArgumentParser(config_classes, prog=prog, description=description,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML file of field: value pairs; flags override it")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        values = read_yaml(known.config)
+        fields = {f.name for cls in config_classes for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise EttinError(f"config file {known.config}: unknown field(s) {', '.join(unknown)}")
+        parser.set_defaults(**values)
+    # The flags that belong to no dataclass (--config, --dry-run) come back as a trailing namespace.
+    *instances, extra = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    return (*instances, extra.dry_run)
+
+
+def to_dict(*configs) -> dict[str, Any]:
+    """Plain, YAML-safe dict of one or more config dataclasses (non-default TrainingArguments only)."""
+    merged: dict[str, Any] = {}
+    for config in configs:
+        for field in dataclasses.fields(config):
+            value = getattr(config, field.name)
+            if not field.init:
+                continue
+            if hasattr(value, "value") and not isinstance(value, (int, float, str)):  # enums
+                value = value.value
+            if isinstance(value, (tuple, set)):
+                value = list(value)
+            if value is None or isinstance(value, (bool, int, float, str, list, dict)):
+                merged[field.name] = value
+            else:
+                merged[field.name] = str(value)
+    return merged
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def save_config(path: str, *configs) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(dump_yaml(to_dict(*configs)))

@@ -1,0 +1,130 @@
+"""Documents → fixed-size packed rows, with the labels of each training objective.
+
+Every row holds exactly ``seq_len`` tokens: documents are cut into pieces that begin with [CLS] (and end
+with [SEP] for encoders) and packed back to back; a document that does not fit is continued in the next
+row, so padding only appears where a piece would be shorter than ``min_piece`` tokens. ``doc_ids``
+numbers the pieces within a row (padding is -1) so attention never crosses documents.
+
+Masking is seeded per global row index, so a row gets the same mask whatever the number of processes,
+the micro-batch size, or a resume in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import EttinError
+
+OBJECTIVES = ("mlm", "clm", "mntp")
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    cls: int
+    sep: int
+    pad: int
+    mask: int
+    vocab_size: int
+
+    @classmethod
+    def of(cls, tokenizer) -> "SpecialIds":
+        return cls(tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
+                   tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.pad_token_id,
+                   len(tokenizer))
+
+
+def pack_documents(
+    documents: Iterable[list[int]], seq_len: int, ids: SpecialIds, close_with_sep: bool, min_piece: int = 8
+) -> Iterator[tuple[list[int], list[int]]]:
+    """Yield (input_ids, doc_ids) rows of exactly ``seq_len`` tokens from tokenized documents."""
+    overhead = 2 if close_with_sep else 1
+    if seq_len < overhead + min_piece:
+        raise EttinError(f"seq_len {seq_len} is too short; expected at least {overhead + min_piece}")
+    row: list[int] = []
+    row_docs: list[int] = []
+
+    def padded() -> tuple[list[int], list[int]]:
+        missing = seq_len - len(row)
+        return row + [ids.pad] * missing, row_docs + [-1] * missing
+
+    for body in documents:
+        while body:
+            space = seq_len - len(row)
+            if space < overhead + min_piece:
+                yield padded()
+                row, row_docs, space = [], [], seq_len
+            take = min(len(body), space - overhead)
+            piece = [ids.cls] + body[:take] + ([ids.sep] if close_with_sep else [])
+            row_docs += [row_docs[-1] + 1 if row_docs else 0] * len(piece)
+            row += piece
+            body = body[take:]
+            if len(row) == seq_len:
+                yield row, row_docs
+                row, row_docs = [], []
+    if row:
+        yield padded()
+
+
+def position_ids_of(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Positions that restart at 0 at the start of every piece (padding counts as one more piece)."""
+    length = doc_ids.shape[-1]
+    index = torch.arange(length).expand_as(doc_ids)
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[..., 1:] = doc_ids[..., 1:] != doc_ids[..., :-1]
+    start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=-1).values
+    return index - start_index
+
+
+def mask_tokens(
+    input_ids: torch.Tensor, ids: SpecialIds, probability: float, generator: torch.Generator,
+    mask_replace: float = 0.8, random_replace: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking of one row: choose ``probability`` of the ordinary tokens; of those, ``mask_replace``
+    become [MASK], ``random_replace`` a random token, the rest stay. Returns (inputs, labels)."""
+    special = (input_ids == ids.cls) | (input_ids == ids.sep) | (input_ids == ids.pad)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & ~special
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    draw = torch.rand(input_ids.shape, generator=generator)
+    inputs = input_ids.clone()
+    inputs[chosen & (draw < mask_replace)] = ids.mask
+    random_positions = chosen & (draw >= mask_replace) & (draw < mask_replace + random_replace)
+    inputs[random_positions] = torch.randint(ids.vocab_size, input_ids.shape, generator=generator)[random_positions]
+    return inputs, labels
+
+
+def next_token_labels(input_ids: torch.Tensor, doc_ids: torch.Tensor) -> torch.Tensor:
+    """CLM labels: the next token of the same piece; -100 at piece ends and on padding."""
+    labels = torch.full_like(input_ids, -100)
+    same_piece = (doc_ids[1:] == doc_ids[:-1]) & (doc_ids[1:] >= 0)
+    labels[:-1] = torch.where(same_piece, input_ids[1:], labels[:-1])
+    return labels
+
+
+def shift_to_previous_position(labels: torch.Tensor, doc_ids: torch.Tensor) -> torch.Tensor:
+    """MNTP: the masked token at position i is predicted from position i-1 of the same piece."""
+    shifted = torch.full_like(labels, -100)
+    same_piece = doc_ids[1:] == doc_ids[:-1]
+    shifted[:-1] = torch.where(same_piece, labels[1:], shifted[:-1])
+    return shifted
+
+
+def make_example(
+    input_ids: list[int], doc_ids: list[int], row_index: int, objective: str, ids: SpecialIds,
+    mlm_probability: float, seed: int, mask_replace: float = 0.8, random_replace: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """One training example (inputs, labels, positions, piece ids) for ``objective``."""
+    if objective not in OBJECTIVES:
+        raise EttinError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+    tokens = torch.tensor(input_ids, dtype=torch.long)
+    docs = torch.tensor(doc_ids, dtype=torch.long)
+    if objective == "clm":
+        inputs, labels = tokens, next_token_labels(tokens, docs)
+    else:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + row_index)
+        inputs, labels = mask_tokens(tokens, ids, mlm_probability, generator, mask_replace, random_replace)
+        if objective == "mntp":
+            labels = shift_to_previous_position(labels, docs)
+    return {"input_ids": inputs, "labels": labels, "doc_ids": docs, "position_ids": position_ids_of(docs)}
