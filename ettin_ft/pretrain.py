@@ -90,6 +90,14 @@ class PretrainConfig:
             raise EttinError(f"--max-steps must be at least 1, got {self.max_steps}")
         if not 0 < self.mlm_probability < 1:
             raise EttinError(f"--mlm-probability must be between 0 and 1, got {self.mlm_probability}")
+        warmup, decay = self.schedule_steps()
+        if warmup + decay > self.max_steps:
+            raise EttinError(f"warmup ({warmup}) plus decay ({decay}) steps exceed --max-steps {self.max_steps}")
+
+    def schedule_steps(self) -> tuple[int, int]:
+        """(warmup, decay) steps of the warmup-stable-decay schedule."""
+        warmup = self.warmup_steps or int(round(self.warmup_ratio * self.max_steps))
+        return warmup, int(round(self.decay_ratio * self.max_steps))
 
 
 @cli_entry

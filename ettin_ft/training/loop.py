@@ -157,10 +157,7 @@ def make_scheduler(optimizer, config):
     """transformers' warmup-stable-decay schedule; every Ettin phase is one setting of it."""
     from transformers import get_wsd_schedule
 
-    warmup = config.warmup_steps or int(round(config.warmup_ratio * config.max_steps))
-    decay = int(round(config.decay_ratio * config.max_steps))
-    if warmup + decay > config.max_steps:
-        raise EttinError(f"warmup ({warmup}) plus decay ({decay}) steps exceed --max-steps {config.max_steps}")
+    warmup, decay = config.schedule_steps()
     return get_wsd_schedule(optimizer, num_warmup_steps=warmup, num_decay_steps=decay,
                             num_stable_steps=config.max_steps - warmup - decay,
                             decay_type=config.decay_type, min_lr_ratio=config.min_lr_ratio)
@@ -271,7 +268,20 @@ def check_output_dir(config) -> None:
 
 
 def pretrain(config) -> str:
-    """Train as ``config`` says; returns the path of the final model folder (DIR/final)."""
+    """Train as ``config`` says; returns the path of the final model folder (DIR/final).
+
+    A run that fails before its first checkpoint removes the output folder it created.
+    """
+    created = not os.path.exists(config.output_dir)
+    try:
+        return _pretrain(config)
+    except BaseException:
+        if created and not complete_checkpoints(config.output_dir):
+            shutil.rmtree(config.output_dir, ignore_errors=True)
+        raise
+
+
+def _pretrain(config) -> str:
     from accelerate import Accelerator
     from optimi import StableAdamW
     from tqdm.auto import tqdm
@@ -312,14 +322,15 @@ def pretrain(config) -> str:
 
     world, rank = accelerator.num_processes, accelerator.process_index
     rows_per_step = config.batch_size * config.gradient_accumulation_steps * world
-    start_step, history = 0, []
+    start_step, history, before = 0, [], None
     if config.resume:
         checkpoints = complete_checkpoints(config.output_dir)
         if checkpoints:
             start_step, path = checkpoints[-1]
             accelerator.load_state(os.path.join(path, "training_state"))
             with open(os.path.join(path, STATE_FILE)) as handle:
-                history = json.load(handle)["log_history"]
+                saved = json.load(handle)
+            history, before = saved["log_history"], saved["before"]
             accelerator.print(f"resuming from {path} (step {start_step})")
     if accelerator.is_main_process:
         save_config(os.path.join(config.output_dir, "config.yaml"), config)
@@ -333,6 +344,8 @@ def pretrain(config) -> str:
     eval_rows = PackedRows(eval_documents, tokenizer, config, 1, 0, 1, repeat=False, seed_offset=10**9)
     eval_batches = list(DataLoader(list(itertools.islice(iter(eval_rows), config.eval_rows)), batch_size=config.batch_size))
 
+    if before is None:
+        before = evaluate(module, accelerator, eval_batches)
     unwrapped = accelerator.unwrap_model(module)
     predicted_share = config.mlm_probability if config.objective != "clm" else 1.0
     flops_token = flops_per_token(unwrapped.model.config, config.seq_len, predicted_share)
@@ -380,7 +393,7 @@ def pretrain(config) -> str:
                               if k in ("loss", "lr", "tokens_per_second", "mfu", "eval_loss")}, refresh=False)
         progress.update(1)
         if config.save_every and step % config.save_every == 0 and step < config.max_steps:
-            state = {"step": step, "rows_consumed": step * rows_per_step, "log_history": history}
+            state = {"step": step, "rows_consumed": step * rows_per_step, "before": before, "log_history": history}
             save_checkpoint(accelerator, module, tokenizer, config.output_dir, f"checkpoint-{step}", state)
             if accelerator.is_main_process:
                 prune_checkpoints(config.output_dir, config.keep_checkpoints)
@@ -390,9 +403,12 @@ def pretrain(config) -> str:
         padding = 1 - real_tokens / max(total_tokens, 1)
         with open(os.path.join(config.output_dir, "log_history.jsonl"), "w") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in history)
-        summary = {"final_step": config.max_steps, "padding_share": padding, **{k: v for k, v in history[-1].items() if k != "step"}}
+        last = history[-1]
+        after = {k: v for k, v in last.items() if k.startswith("eval_")}
+        train = {"steps": config.max_steps, "loss": last["loss"], "tokens_per_second": last["tokens_per_second"],
+                 "mfu": last["mfu"], "padding_share": padding}
         with open(os.path.join(config.output_dir, "metrics.json"), "w") as handle:
-            json.dump(summary, handle, indent=2)
-        accelerator.print(f"saved {final} (loss {history[-1]['loss']:.4f}, eval loss {history[-1].get('eval_loss', float('nan')):.4f})")
+            json.dump({"before": before, "after": after, "train": train}, handle, indent=2)
+        accelerator.print(f"saved {final}: held-out loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}")
     accelerator.end_training()
     return final

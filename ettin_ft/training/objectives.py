@@ -32,9 +32,11 @@ def packed_attention_inputs(model: nn.Module, batch: dict[str, torch.Tensor], en
             "position_ids": flat_positions,
             "cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens,
             "max_length_q": longest, "max_length_k": longest,
+            **({} if encoder else {"use_cache": False}),
         }
     if not encoder:
-        return {"input_ids": input_ids, "position_ids": position_ids}
+        # Without a cache, transformers reads the packing from the restarting position ids.
+        return {"input_ids": input_ids, "position_ids": position_ids, "use_cache": False}
     # Only shape, dtype and device of the embeddings matter to the mask builders.
     shape_only = torch.empty(*input_ids.shape, 0, device=input_ids.device)
     same_document = packed_sequence_mask_function(doc_ids)

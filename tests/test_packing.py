@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from ettin_ft.backbone import build_model
+from ettin_ft.training.objectives import PretrainingModule, packed_attention_inputs
+from ettin_ft.training.packing import (
+    SpecialIds,
+    make_example,
+    mask_tokens,
+    next_token_labels,
+    pack_documents,
+    position_ids_of,
+    shift_to_previous_position,
+)
+
+IDS = SpecialIds(cls=1, sep=2, pad=3, mask=4, vocab_size=100)
+
+
+def documents(lengths, start=10):
+    return [list(range(start, start + n)) for n in lengths]
+
+
+@pytest.mark.parametrize("encoder", [True, False])
+def test_rows_are_full_and_pieces_are_bracketed(encoder):
+    lengths = [5, 40, 200, 3, 77, 64, 150, 9]
+    rows = list(pack_documents(documents(lengths), 64, IDS, close_with_sep=encoder))
+    assert all(len(ids) == len(docs) == 64 for ids, docs in rows)
+    content = 0
+    for ids, docs in rows:
+        for piece in sorted(set(docs) - {-1}):
+            tokens = [t for t, d in zip(ids, docs) if d == piece]
+            assert tokens[0] == IDS.cls
+            assert (tokens[-1] == IDS.sep) == encoder
+            content += len(tokens) - (2 if encoder else 1)
+    assert content == sum(lengths)  # every token lands in exactly one piece
+
+
+def test_padding_stays_below_one_percent():
+    lengths = torch.randint(1, 3000, (400,), generator=torch.Generator().manual_seed(0)).tolist()
+    rows = list(pack_documents(documents(lengths), 1024, IDS, close_with_sep=True))
+    padding = sum(ids.count(IDS.pad) for ids, _ in rows)
+    assert padding / (1024 * len(rows)) < 0.01
+
+
+def test_position_ids_restart_per_piece():
+    docs = torch.tensor([[0, 0, 0, 1, 1, 2, -1, -1]])
+    assert position_ids_of(docs).tolist() == [[0, 1, 2, 0, 1, 0, 0, 1]]
+
+
+def test_masking_rate_and_replacement_split():
+    ids = torch.randint(10, 100, (200_000,))
+    inputs, labels = mask_tokens(ids, IDS, 0.3, torch.Generator().manual_seed(0))
+    chosen = labels != -100
+    assert abs(chosen.float().mean().item() - 0.3) < 0.01
+    masked = (inputs[chosen] == IDS.mask).float().mean().item()
+    unchanged = (inputs[chosen] == ids[chosen]).float().mean().item()
+    assert abs(masked - 0.8) < 0.01
+    assert abs(unchanged - 0.1) < 0.01  # random replacements that hit the same token are ~1% of 10%
+    assert torch.equal(labels[chosen], ids[chosen]) and torch.equal(inputs[~chosen], ids[~chosen])
+
+
+def test_specials_are_never_masked():
+    ids = torch.tensor([IDS.cls] + [50] * 50 + [IDS.sep, IDS.pad, IDS.pad])
+    _, labels = mask_tokens(ids, IDS, 0.99, torch.Generator().manual_seed(0))
+    assert labels[0] == -100 and (labels[-3:] == -100).all()
+
+
+def test_clm_and_mntp_labels_stay_in_their_piece():
+    tokens = torch.tensor([1, 20, 21, 22, 1, 30, 31, 3])
+    docs = torch.tensor([0, 0, 0, 0, 1, 1, 1, -1])
+    assert next_token_labels(tokens, docs).tolist() == [20, 21, 22, -100, 30, 31, -100, -100]
+    mlm = torch.tensor([-100, 20, -100, 22, -100, 30, -100, -100])
+    assert shift_to_previous_position(mlm, docs).tolist() == [20, -100, 22, -100, 30, -100, -100, -100]
+
+
+def test_same_row_gets_the_same_mask():
+    ids, docs = next(pack_documents(documents([50, 50]), 64, IDS, close_with_sep=True))
+    a = make_example(ids, docs, 7, "mlm", IDS, 0.3, seed=1)
+    b = make_example(ids, docs, 7, "mlm", IDS, 0.3, seed=1)
+    c = make_example(ids, docs, 8, "mlm", IDS, 0.3, seed=1)
+    assert torch.equal(a["labels"], b["labels"]) and not torch.equal(a["labels"], c["labels"])
+
+
+@pytest.mark.parametrize("arch", ["encoder", "decoder"])
+def test_packed_batch_matches_each_document_alone(arch, encoder_tokenizer, decoder_tokenizer):
+    tokenizer = encoder_tokenizer if arch == "encoder" else decoder_tokenizer
+    torch.manual_seed(0)
+    model = build_model("tiny", arch, tokenizer=tokenizer, attn_implementation="sdpa").eval()
+    ids = SpecialIds.of(tokenizer)
+    texts = ["Alice Rae Ingram was born in Lisbon. She works for Halcyon Bank.",
+             "Bruno Jo Eastwood studied at Oakridge College and majored in Geology. " * 3,
+             "Cyrus Kai Lockhart grew up in Kyoto."]
+    bodies = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    row, docs = next(pack_documents(bodies, 256, ids, close_with_sep=arch == "encoder"))
+    example = make_example(row, docs, 0, "mlm" if arch == "encoder" else "clm", ids, 0.3, seed=0)
+    batch = {k: v.unsqueeze(0) for k, v in example.items()}
+    with torch.no_grad():
+        packed = model.model(**packed_attention_inputs(model.model, batch, arch == "encoder")).last_hidden_state[0]
+        doc_ids = example["doc_ids"]
+        for piece in range(len(texts)):
+            positions = (doc_ids == piece).nonzero().flatten()
+            alone = model.model(input_ids=example["input_ids"][positions].unsqueeze(0)).last_hidden_state[0]
+            torch.testing.assert_close(packed[positions], alone, atol=1e-5, rtol=1e-4)
+        module = PretrainingModule(model)
+        loss_sum, targets, _ = module(batch)
+        assert targets == (example["labels"] != -100).sum() and torch.isfinite(loss_sum)

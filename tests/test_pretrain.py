@@ -1,0 +1,221 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+from ettin_ft.config import parse_config
+from ettin_ft.convert import convert_model
+from ettin_ft.models import SHAPES
+from ettin_ft.pretrain import PretrainConfig
+from ettin_ft.training.loop import make_scheduler
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs" / "pretrain").glob("*.yaml"))
+
+
+def small_run(data, output_dir, *extra):
+    return ["--size", "tiny", "--data", str(data), "--output-dir", str(output_dir), "--seq-len", "96",
+            "--batch-size", "8", "--vocab-size", "1024", "--eval-documents", "30", "--eval-rows", "16",
+            "--log-every", "5", "--report-to", "none", "--num-workers", "0", "--warmup-steps", "3", *extra]
+
+
+def run_cli(*args, timeout=600, **kwargs):
+    return subprocess.run([sys.executable, "-m", "ettin_ft.pretrain", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, **kwargs)
+
+
+def losses(folder):
+    return [json.loads(line) for line in (Path(folder) / "log_history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("arch,objective", [("encoder", "mlm"), ("decoder", "clm"), ("encoder", "mntp")])
+def test_held_out_loss_falls(arch, objective, world_dir, tmp_path):
+    result = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "run", "--arch", arch, "--objective",
+                                objective, "--max-steps", "40", "--eval-every", "0"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["after"]["eval_loss"] < metrics["before"]["eval_loss"] - 1.0
+    history = losses(tmp_path / "run")
+    assert sum(r["loss"] for r in history[-5:]) < sum(r["loss"] for r in history[:5]) - 5.0
+    auto_class = AutoModelForMaskedLM if arch == "encoder" else AutoModelForCausalLM
+    model = auto_class.from_pretrained(tmp_path / "run" / "final")
+    assert model.config.vocab_size == 1024
+    assert (tmp_path / "run" / "final" / "tokenizer.json").exists()
+    assert metrics["train"]["padding_share"] < 0.02
+
+
+def _lr_curve(config_path, steps=100):
+    (config, _) = parse_config(PretrainConfig, argv=["--config", str(config_path), "--max-steps", str(steps)])
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=config.lr)
+    scheduler = make_scheduler(optimizer, config)
+    curve = []
+    for _ in range(steps):
+        curve.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return config, curve
+
+
+def test_phase_schedules():
+    peak = 3e-3
+    config, lr = _lr_curve(REPO / "configs/pretrain/17m-encoder-phase1.yaml")
+    assert (config.context, config.mlm_probability) == (1024, 0.3)
+    assert lr[0] == 0 and lr[1] == pytest.approx(peak) and lr[99] == pytest.approx(peak)
+    config, lr = _lr_curve(REPO / "configs/pretrain/17m-encoder-phase2.yaml")
+    assert config.context == 8192 and config.global_rope_theta == 160_000
+    assert lr[0] == pytest.approx(peak)
+    assert lr[25] == pytest.approx(peak * (0.5 + 0.5 * (1 - math.sqrt(0.25))))  # 1-sqrt decay
+    assert lr[99] == pytest.approx(peak * (0.5 + 0.5 * (1 - math.sqrt(0.99))))
+    config, lr = _lr_curve(REPO / "configs/pretrain/17m-encoder-phase3.yaml")
+    assert config.mlm_probability == 0.15
+    assert lr[0] == pytest.approx(0.5 * peak)
+    assert lr[99] == pytest.approx(0.5 * peak * (0.04 + 0.96 * (1 - math.sqrt(0.99))))
+    assert 0.5 * peak * 0.04 == pytest.approx(0.02 * peak)
+    config, lr = _lr_curve(REPO / "configs/pretrain/17m-dec-from-enc.yaml")
+    assert (config.arch, config.objective) == ("decoder", "clm")
+    assert lr[5] == pytest.approx(peak) and lr[79] == pytest.approx(peak)
+    assert lr[90] == pytest.approx(peak * (0.02 + 0.98 * (1 - 10 / 20)))  # linear decay to 0.02
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_parses_and_builds_its_shape(path):
+    from ettin_ft.backbone import build_model
+
+    (config, _) = parse_config(PretrainConfig, argv=["--config", str(path)])
+    with torch.device("meta"):
+        model = build_model(config.size, config.arch, context=config.context,
+                            global_rope_theta=config.global_rope_theta)
+    assert model.config.num_hidden_layers == SHAPES[config.size].layers
+    assert model.config.hidden_size == SHAPES[config.size].hidden
+    assert model.config.rope_parameters["full_attention"]["rope_theta"] == (160_000 if config.context == 8192 else 10_000)
+
+
+def test_resume_after_a_kill_repeats_the_uninterrupted_run(world_dir, tmp_path):
+    args = ["--arch", "encoder", "--max-steps", "40", "--save-every", "10", "--eval-every", "0"]
+    assert run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "full", *args)).returncode == 0
+    process = subprocess.Popen([sys.executable, "-m", "ettin_ft.pretrain",
+                                *small_run(world_dir / "pretrain.txt", tmp_path / "cut", *args)],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "cut" / "checkpoint-20" / "trainer_state.json").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "cut", *args, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    full, cut = losses(tmp_path / "full"), losses(tmp_path / "cut")
+    assert [r["step"] for r in cut] == list(range(1, 41))
+    assert [r["loss"] for r in cut] == [r["loss"] for r in full]
+    assert len([p for p in (tmp_path / "cut").iterdir() if p.name.startswith("checkpoint-")]) <= 2
+    assert not [p for p in (tmp_path / "cut").iterdir() if p.name.startswith(".staging")]
+
+
+def test_two_processes_match_one(world_dir, tmp_path):
+    args = ["--arch", "encoder", "--max-steps", "8", "--save-every", "4", "--eval-every", "0"]
+    single = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "one", *args))
+    assert single.returncode == 0, single.stderr[-3000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "ettin_ft.pretrain", *small_run(world_dir / "pretrain.txt", tmp_path / "two", *args, "--batch-size", "4")],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    for a, b in zip(losses(tmp_path / "one"), losses(tmp_path / "two"), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-4"]
+
+
+def test_continue_with_context_extension_and_cross_objective(world_dir, tmp_path):
+    base = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "dec", "--arch", "decoder", "--max-steps", "5"))
+    assert base.returncode == 0, base.stderr[-3000:]
+    cross = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "enc", "--arch", "encoder", "--objective", "mntp",
+                               "--init", str(tmp_path / "dec" / "final"), "--max-steps", "5", "--context", "8192",
+                               "--mlm-probability", "0.15"))
+    assert cross.returncode == 0, cross.stderr[-3000:]
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "enc" / "final")
+    assert model.config.rope_parameters["full_attention"]["rope_theta"] == 160_000
+    assert model.config.max_position_embeddings == 8192
+    metrics = json.loads((tmp_path / "enc" / "metrics.json").read_text())
+    assert metrics["after"]["eval_loss"] < metrics["before"]["eval_loss"]
+
+
+def test_conversion_round_trip_preserves_every_weight(tiny_encoder_dir, tmp_path):
+    encoder = AutoModelForMaskedLM.from_pretrained(tiny_encoder_dir)
+    decoder = convert_model(encoder, "decoder")
+    assert type(decoder).__name__ == "ModernBertDecoderForCausalLM"
+    assert decoder.config.layer_types == encoder.config.layer_types
+    assert decoder.config.sliding_window == encoder.config.sliding_window
+    back = convert_model(decoder, "encoder")
+    original, restored = encoder.state_dict(), back.state_dict()
+    assert original.keys() == restored.keys()
+    for name, tensor in original.items():
+        assert torch.equal(tensor, restored[name]), name
+    decoder_state = decoder.state_dict()
+    q, k, v = original["model.layers.1.attn.Wqkv.weight"].chunk(3)
+    assert torch.equal(decoder_state["model.layers.1.attn.k_proj.weight"], k)
+    assert torch.equal(decoder_state["lm_head.dense.weight"], original["head.dense.weight"])
+
+
+def test_convert_cli(tiny_encoder_dir, tmp_path):
+    out = tmp_path / "decoder"
+    result = subprocess.run([sys.executable, "-m", "ettin_ft.convert", "--model", str(tiny_encoder_dir), "--to",
+                             "decoder", "--output-dir", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    decoder = AutoModelForCausalLM.from_pretrained(out)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer("Alice")["input_ids"][-1] != tokenizer.sep_token_id  # decoder post-processing
+    assert decoder(**tokenizer("Alice was", return_tensors="pt")).logits.shape[-1] == decoder.config.vocab_size
+    again = subprocess.run([sys.executable, "-m", "ettin_ft.convert", "--model", str(tiny_encoder_dir), "--to",
+                            "decoder", "--output-dir", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        f"error: output folder {out} already exists; choose a new --output-dir"]
+
+
+def run_main(capsys, *args):
+    """The CLI in-process: (exit status, stderr lines, stdout)."""
+    from ettin_ft.pretrain import main
+
+    try:
+        main(list(args))
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.err.strip().splitlines(), captured.out
+
+
+def test_bad_inputs_give_one_line_and_no_output(world_dir, tmp_path, capsys):
+    status, err, _ = run_main(capsys, *small_run(tmp_path / "nope.txt", tmp_path / "out", "--max-steps", "4"))
+    assert status == 2 and err[-1] == f"error: data file {tmp_path / 'nope.txt'} does not exist"
+    assert not (tmp_path / "out").exists()
+    status, err, _ = run_main(capsys, *small_run(world_dir / "sft_train.jsonl", tmp_path / "out", "--max-steps", "4"))
+    assert status == 2 and "missing column(s) text" in err[-1] and not (tmp_path / "out").exists()
+    status, err, _ = run_main(capsys, "--arch", "decoder", "--objective", "mlm", "--data", "x", "--output-dir", str(tmp_path / "o"))
+    assert status == 2 and "does not train an decoder" in err[-1] and not (tmp_path / "o").exists()
+    status, err, _ = run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "out", "--max-steps", "2"))
+    assert status == 2 and err[-1] == "error: warmup (3) plus decay (0) steps exceed --max-steps 2"
+    # The real command line: one line, exit status 2, no traceback, nothing written.
+    offline = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "out", "--init", "150m", "--max-steps", "4"))
+    assert offline.returncode == 2 and "jhu-clsp/ettin-encoder-150m" in offline.stderr
+    assert "Traceback" not in offline.stderr and not (tmp_path / "out").exists()
+
+
+def test_existing_run_needs_resume_and_dry_run_prints_config(world_dir, tmp_path, capsys):
+    assert run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "run", "--max-steps", "4"))[0] == 0
+    status, err, _ = run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "run", "--max-steps", "4"))
+    assert status == 2 and "pass --resume" in err[-1]
+    status, _, dry = run_main(capsys, "--config", "configs/pretrain/150m-encoder-phase1.yaml", "--dry-run")
+    assert status == 0 and "lr: 0.0008" in dry and "size: 150m" in dry
