@@ -31,13 +31,19 @@ def read_yaml(path: str) -> dict[str, Any]:
     return content
 
 
-def parse_config(*config_classes, argv: list[str] | None = None, prog: str | None = None, description: str = ""):
-    """Parse ``config_classes`` from ``--config FILE`` plus flags; returns (instances..., dry_run)."""
+def parse_config(*config_classes, argv: list[str] | None = None, prog: str | None = None, description: str = "",
+                 defaults: dict[str, Any] | None = None):
+    """Parse ``config_classes`` from ``--config FILE`` plus flags; returns (instances..., dry_run).
+
+    Precedence, lowest first: dataclass defaults, ``defaults`` (a recipe's own), the YAML file, flags.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = HfArgumentParser(config_classes, prog=prog, description=description,
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=None, help="YAML file of field: value pairs; flags override it")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
+    if defaults:
+        parser.set_defaults(**defaults)
     known, _ = parser.parse_known_args(argv)
     if known.config:
         values = read_yaml(known.config)
@@ -52,21 +58,13 @@ def parse_config(*config_classes, argv: list[str] | None = None, prog: str | Non
 
 
 def to_dict(*configs) -> dict[str, Any]:
-    """Plain, YAML-safe dict of one or more config dataclasses (non-default TrainingArguments only)."""
+    """Plain, YAML-safe dict of one or more config dataclasses (enums by value, other objects as text)."""
+    import json
+
     merged: dict[str, Any] = {}
     for config in configs:
-        for field in dataclasses.fields(config):
-            value = getattr(config, field.name)
-            if not field.init:
-                continue
-            if hasattr(value, "value") and not isinstance(value, (int, float, str)):  # enums
-                value = value.value
-            if isinstance(value, (tuple, set)):
-                value = list(value)
-            if value is None or isinstance(value, (bool, int, float, str, list, dict)):
-                merged[field.name] = value
-            else:
-                merged[field.name] = str(value)
+        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+        merged.update(json.loads(json.dumps(values, default=lambda v: getattr(v, "value", str(v)))))
     return merged
 
 

@@ -142,6 +142,8 @@ def load_data(
 
 def validate(dataset, columns: Sequence[str], where: str, limit: int | None = None):
     """Check a dataset is non-empty and has ``columns``; keep the first ``limit`` rows."""
+    if isinstance(dataset, datasets.Dataset) and len(dataset) == 0:
+        raise EttinError(f"{where}: no rows; expected a non-empty dataset")
     found = list(dataset.column_names or [])
     missing = [c for c in columns if c not in found]
     # Streamed hub datasets may not know their columns before the first row.
@@ -151,8 +153,6 @@ def validate(dataset, columns: Sequence[str], where: str, limit: int | None = No
             f"expected {', '.join(columns)} (rename with a column mapping)"
         )
     if isinstance(dataset, datasets.Dataset):
-        if len(dataset) == 0:
-            raise EttinError(f"{where}: no rows; expected a non-empty dataset")
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
     elif limit is not None:

@@ -94,7 +94,9 @@ def prepare_tokenizer(config, accelerator, train_documents):
     from transformers import AutoTokenizer
 
     source = config.tokenizer or config.init
-    if source:
+    if source and os.path.isdir(source):  # a model folder or a tokenizer-only folder
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    elif source:
         ref = locate(source)
         tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision)
     else:

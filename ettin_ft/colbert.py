@@ -1,0 +1,102 @@
+"""Multi-vector retrieval: an Ettin encoder → a pylate ColBERT model.
+
+Defaults of the Ettin release: knowledge distillation (losses.Distillation) on lightonai/ms-marco-en-bge
+(its train / queries / documents subsets through KDProcessing), lr 8e-5, batch 16, one epoch. Data of
+(query, positive, negative) rows without teacher scores train with losses.Contrastive instead.
+
+    python -m ettin_ft.colbert --model 150m --output-dir runs/colbert-150m
+    python -m ettin_ft.colbert --model runs/pretrain/final --data triplets.jsonl --output-dir runs/colbert
+    python -m ettin_ft.colbert --data kd/train.jsonl --queries kd/queries.jsonl --documents kd/documents.jsonl ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pylate import losses, models, utils
+from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+from .data.loading import load_data
+from .errors import EttinError, cli_entry
+from .evaluation import retrieval_evaluator
+from .recipe import (RecipeConfig, beir_split, evaluate, load_training_data, locate_model, model_kwargs,
+                     output_folder, parse_recipe, print_dry_run, save_final, write_results)
+
+KD_DATA = "lightonai/ms-marco-en-bge"
+DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 16, "num_train_epochs": 1,
+            "output_dir": "runs/colbert", "save_strategy": "no", "logging_steps": 10, "report_to": "none"}
+
+
+@dataclass
+class ColbertConfig(RecipeConfig):
+    objective: str = field(default="auto", metadata={"help": "auto (distillation when the data has teacher scores), distillation or contrastive"})
+    queries: str | None = field(default=None, metadata={"help": "distillation: queries (query_id, text); default: the hub dataset's 'queries' subset"})
+    documents: str | None = field(default=None, metadata={"help": "distillation: documents (document_id, text); default: the 'documents' subset"})
+    query_length: int = field(default=32, metadata={"help": "query tokens (ColBERT query augmentation pads to this)"})
+    document_length: int = field(default=300, metadata={"help": "maximum document tokens"})
+
+
+def build_model(config: ColbertConfig, runtime) -> models.ColBERT:
+    ref, _ = locate_model(config, "colbert")
+    return models.ColBERT(model_name_or_path=ref.path, revision=ref.revision, device=str(runtime.device),
+                          query_length=config.query_length, document_length=config.document_length,
+                          model_kwargs=model_kwargs(runtime))
+
+
+def distillation_data(config: ColbertConfig):
+    """KD rows (query_id, document_ids, scores) with KDProcessing to look up the texts."""
+    default = config.data is None
+    spec = KD_DATA if default else config.data
+    train = load_data(spec, columns=["query_id", "document_ids", "scores"], config_name="train" if default else config.data_config,
+                      split=config.data_split, limit=config.max_samples)
+    if not default and not (config.queries and config.documents):
+        raise EttinError("distillation data needs --queries and --documents files (ids → texts)")
+    queries = load_data(config.queries or KD_DATA, columns=["query_id", "text"], config_name=None if config.queries else "queries")
+    documents = load_data(config.documents or KD_DATA, columns=["document_id", "text"],
+                          config_name=None if config.documents else "documents")
+    train.set_transform(utils.KDProcessing(queries=queries, documents=documents).transform)
+    return train
+
+
+def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
+    """Train a ColBERT model as ``config`` says; returns the trained pylate ColBERT."""
+    from .backbone import choose_runtime
+
+    runtime = runtime or choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation)
+    model = build_model(config, runtime)
+    objective = config.objective
+    if objective == "auto":
+        objective = "distillation" if config.data is None or config.queries else "contrastive"
+    if objective == "distillation":
+        train, loss = distillation_data(config), losses.Distillation(model=model)
+    elif objective == "contrastive":
+        train, _ = load_training_data(config, ["query", "positive", "negative"], default=None)
+        loss = losses.Contrastive(model=model)
+    else:
+        raise EttinError(f"unknown --objective {objective!r}; expected auto, distillation or contrastive")
+    if dry_run:
+        print_dry_run(config, args, model, train)
+        return model
+    evaluators = {"beir": retrieval_evaluator("colbert", beir_split(config))} if config.eval_beir else {}
+    with output_folder(args.output_dir):
+        before = evaluate(model, evaluators)
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                                   data_collator=utils.ColBERTCollator(model.tokenize))
+        trainer.train()
+        after = evaluate(model, evaluators)
+        save_final(model, args.output_dir)
+        write_results(args.output_dir, config, args, before, after, trainer)
+    return model
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    config, args, runtime, dry_run = parse_recipe(
+        ColbertConfig, SentenceTransformerTrainingArguments, DEFAULTS, argv, "python -m ettin_ft.colbert",
+        "Fine-tune an Ettin encoder into a pylate ColBERT model (any TrainingArguments field is a flag).",
+    )
+    train_colbert(config, args, runtime, dry_run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""What every fine-tuning recipe shares: configuration, data, model checks, evaluation and output layout.
+
+A recipe module stays one screen long: it declares its config dataclass and defaults, builds its model
+and loss, and hands the rest to these helpers. Output layout (the contract other tools rely on):
+
+    DIR/final/          the trained model, loadable by its library class, with its model card
+    DIR/config.yaml     the resolved configuration (recipe fields and training arguments)
+    DIR/metrics.json    {"before": {metric: value}, "after": {metric: value}}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backbone import arch_of, choose_runtime, locate
+from .config import dump_yaml, parse_config, to_dict
+from .data.loading import load_beir, load_data
+from .errors import EttinError
+
+
+@dataclass
+class RecipeConfig:
+    model: str = field(default="150m", metadata={"help": "Ettin short name (150m), hub id[@revision] or local folder (e.g. a pretrain run's final/)"})
+    data: str | None = field(default=None, metadata={"help": "training data: local .jsonl/.csv/.parquet file or folder, or a hub dataset (default: the recipe's Ettin-release dataset)"})
+    data_config: str | None = field(default=None, metadata={"help": "hub dataset configuration"})
+    data_split: str = field(default="train", metadata={"help": "hub dataset split"})
+    column_mapping: str | None = field(default=None, metadata={"help": "rename data columns, e.g. 'question:query,answer:positive'"})
+    max_samples: int | None = field(default=None, metadata={"help": "use at most this many training rows"})
+    held_out: int = field(default=1000, metadata={"help": "training rows held out for the in-training evaluator"})
+    eval_beir: str | None = field(default=None, metadata={"help": "local BEIR folder to evaluate before and after training (e.g. ../shared/data/retrieval_eval/scifact)"})
+    eval_beir_split: str = field(default="test", metadata={"help": "qrels split of the BEIR folder"})
+    max_seq_length: int | None = field(default=None, metadata={"help": "maximum tokens per text (default: the model's)"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, fp32 on CPU), bf16, fp16 or fp32"})
+    attn_implementation: str = field(default="auto", metadata={"help": "auto (flash_attention_2 when installed on CUDA, else sdpa), sdpa or eager"})
+
+
+def parse_recipe(config_class, arguments_class, defaults: dict[str, Any], argv, prog: str, description: str):
+    """Parse a recipe's config and its library's TrainingArguments (any field as a flag or YAML key).
+
+    ``defaults`` are the recipe's Ettin-release values, applied below --config and flags. Returns
+    (config, training_args, runtime, dry_run), the training arguments set to the chosen precision.
+    """
+    config, training_args, dry_run = parse_config(
+        config_class, arguments_class, argv=argv, prog=prog, description=description, defaults=defaults
+    )
+    runtime = choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation)
+    training_args = dataclasses.replace(
+        training_args, bf16=runtime.bf16, fp16=runtime.fp16, use_cpu=runtime.device.type == "cpu"
+    )
+    return config, training_args, runtime, dry_run
+
+
+def column_mapping(config: RecipeConfig) -> dict[str, str] | None:
+    if not config.column_mapping:
+        return None
+    pairs = [item.split(":") for item in config.column_mapping.split(",") if item.strip()]
+    if any(len(pair) != 2 or not all(p.strip() for p in pair) for pair in pairs):
+        raise EttinError(f"--column-mapping {config.column_mapping!r}: expected 'old:new,old2:new2'")
+    return {old.strip(): new.strip() for old, new in pairs}
+
+
+def load_training_data(config: RecipeConfig, columns: list[str], optional: list[str] = (), default=None):
+    """(train, held-out) datasets with ``columns`` (plus those of ``optional`` present), in that order.
+
+    ``default`` is (hub name, config, row limit) of the recipe's Ettin-release data.
+    """
+    spec, data_config, limit = config.data, config.data_config, config.max_samples
+    if spec is None:
+        if default is None:
+            raise EttinError(f"--data is required: a file or dataset with columns {', '.join(columns)}")
+        spec, default_config, default_limit = default
+        data_config = data_config or default_config
+        limit = limit or default_limit
+    dataset = load_data(spec, columns=columns, split=config.data_split, config_name=data_config,
+                        column_mapping=column_mapping(config), limit=limit)
+    keep = list(columns) + [c for c in optional if c in dataset.column_names]
+    dataset = dataset.select_columns(keep)
+    held_out = min(config.held_out, len(dataset) // 10)
+    if held_out < 1:
+        return dataset, None
+    split = dataset.train_test_split(test_size=held_out, seed=0)
+    return split["train"], split["test"]
+
+
+def locate_model(config: RecipeConfig, recipe: str, allowed: tuple[str, ...] = ("encoder",)):
+    """Resolve --model and check its architecture: (ModelRef, "encoder" | "decoder")."""
+    from transformers import AutoConfig
+
+    ref = locate(config.model, arch="encoder" if "encoder" in allowed else None)
+    model_config = AutoConfig.from_pretrained(ref.path, revision=ref.revision)
+    arch = arch_of(model_config)
+    if arch not in allowed:
+        raise EttinError(
+            f"{ref.describe()} is an Ettin {arch}; the {recipe} recipe needs an {' or '.join(allowed)} model"
+        )
+    return ref, arch
+
+
+def model_kwargs(runtime) -> dict[str, Any]:
+    return {"attn_implementation": runtime.attn_implementation}
+
+
+def evaluate(model, evaluators: dict) -> dict[str, float]:
+    """Run the recipe's evaluators: the shared BEIR metrics, and each held-out evaluator's main score."""
+    from .evaluation import shared_metrics
+
+    results = {}
+    for name, evaluator in evaluators.items():
+        raw = evaluator(model)
+        if name == "beir":
+            results.update(shared_metrics(raw, evaluator.primary_metric))
+        else:
+            results[f"{name}_{evaluator.primary_metric.split('_')[-1]}"] = float(raw[evaluator.primary_metric])
+    return results
+
+
+def beir_split(config: RecipeConfig):
+    return load_beir(config.eval_beir, config.eval_beir_split) if config.eval_beir else None
+
+
+@contextlib.contextmanager
+def output_folder(output_dir: str):
+    """Refuse to overwrite a finished run; remove the folder again if this run created it and failed."""
+    if os.path.isdir(os.path.join(output_dir, "final")):
+        raise EttinError(f"output folder {output_dir} already holds a finished run; choose another --output-dir")
+    created = not os.path.exists(output_dir)
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
+def save_final(model, output_dir: str) -> str:
+    """Save with the library's own save (model card included), through a staging folder."""
+    final = os.path.join(output_dir, "final")
+    staging = os.path.join(output_dir, ".staging-final")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    os.replace(staging, final)
+    return final
+
+
+def write_results(output_dir: str, config, training_args, before: dict, after: dict, trainer=None) -> None:
+    """config.yaml, metrics.json and (with ``trainer``) the training log as log_history.jsonl."""
+    os.makedirs(output_dir, exist_ok=True)
+    if trainer is not None:
+        with open(os.path.join(output_dir, "log_history.jsonl"), "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record) + "\n" for record in trainer.state.log_history)
+    defaults = type(training_args)(output_dir=training_args.output_dir)
+    changed = {k: v for k, v in to_dict(training_args).items() if to_dict(defaults).get(k) != v}
+    with open(os.path.join(output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
+        handle.write(dump_yaml({**to_dict(config), "training_arguments": changed}))
+    with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
+        json.dump({"before": before, "after": after}, handle, indent=2)
+
+
+def print_dry_run(config, training_args, model, train_dataset) -> None:
+    print(dump_yaml({**to_dict(config), "training_arguments": {
+        k: getattr(training_args, k) for k in ("output_dir", "learning_rate", "per_device_train_batch_size",
+                                               "num_train_epochs", "max_steps", "warmup_ratio", "bf16")}}), end="")
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"model: {type(model).__name__}, {parameters / 1e6:.1f}M parameters\n{model}")
+    print(f"data: {len(train_dataset)} rows, columns {train_dataset.column_names}")
+    print(f"sample: {json.dumps(train_dataset[0], ensure_ascii=False)[:500]}")

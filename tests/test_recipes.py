@@ -1,0 +1,193 @@
+"""The four encoder recipes: run from Python and from the command line on the synthetic world."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory) -> Path:
+    """A world of 100 people: 100 held-out queries over 100 biographies, enough for stable metrics."""
+    from ettin_ft.data.synthetic import SyntheticWorld
+
+    folder = tmp_path_factory.mktemp("world100")
+    SyntheticWorld(people=100, seed=0).write(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pretrained_encoder(world_dir, tmp_path_factory) -> Path:
+    """A tiny encoder pretrained (MLM) on the world's biographies: the starting point of every recipe."""
+    out = tmp_path_factory.mktemp("encoder") / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "ettin_ft.pretrain", "--arch", "encoder", "--size", "tiny", "--data",
+         str(world_dir / "pretrain.txt"), "--output-dir", str(out), "--max-steps", "200", "--seq-len", "128",
+         "--batch-size", "8", "--vocab-size", "1024", "--eval-documents", "10", "--report-to", "none",
+         "--num-workers", "0", "--save-every", "0", "--eval-every", "0", "--warmup-steps", "5"],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "final"
+
+
+def common(output_dir, steps, batch=16, lr=5e-4):
+    return dict(output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
+                warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0)
+
+
+def logged_losses(output_dir):
+    rows = [json.loads(l) for l in (Path(output_dir) / "log_history.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def check_run(output_dir, metric="ndcg@10"):
+    metrics = json.loads((Path(output_dir) / "metrics.json").read_text())
+    assert metrics["after"][metric] > metrics["before"][metric], metrics
+    losses = logged_losses(output_dir)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5, losses
+    assert (Path(output_dir) / "config.yaml").exists()
+    return metrics
+
+
+def test_dense_from_python(pretrained_encoder, world_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
+
+    from ettin_ft.dense import DenseConfig, train_dense
+
+    config = DenseConfig(model=str(pretrained_encoder), data=str(world_dir / "retrieval_train.jsonl"), held_out=20,
+                         eval_beir=str(world_dir / "retrieval_eval"))
+    args = SentenceTransformerTrainingArguments(**common(tmp_path / "dense", steps=30, lr=3e-4), batch_sampler="no_duplicates")
+    model = train_dense(config, args)
+    metrics = check_run(tmp_path / "dense")
+    assert set(metrics["after"]) >= {"ndcg@10", "mrr@10", "recall@100", "held_out_accuracy"}
+    reloaded = SentenceTransformer(str(tmp_path / "dense" / "final"), device="cpu")
+    texts = ["Where was Alice born?", "Alice Rae Ingram was born in Lisbon."]
+    torch.testing.assert_close(model.encode(texts, convert_to_tensor=True), reloaded.encode(texts, convert_to_tensor=True))
+    assert (tmp_path / "dense" / "final" / "README.md").exists()  # the library's model card
+
+
+def test_sparse_from_python(pretrained_encoder, world_dir, tmp_path):
+    from sentence_transformers.sparse_encoder import SparseEncoder, SparseEncoderTrainingArguments
+
+    from ettin_ft.sparse import SparseConfig, train_sparse
+
+    config = SparseConfig(model=str(pretrained_encoder), data=str(world_dir / "retrieval_train.jsonl"),
+                          eval_beir=str(world_dir / "retrieval_eval"))
+    args = SparseEncoderTrainingArguments(**common(tmp_path / "sparse", steps=150, batch=32, lr=5e-4),
+                                          batch_sampler="no_duplicates")
+    model = train_sparse(config, args)
+    metrics = check_run(tmp_path / "sparse")
+    assert metrics["after"]["query_active_dims"] > 0 and metrics["after"]["corpus_active_dims"] > 0
+    reloaded = SparseEncoder(str(tmp_path / "sparse" / "final"), device="cpu")
+    texts = ["Where was Alice born?"]
+    torch.testing.assert_close(model.encode(texts, convert_to_tensor=True).to_dense(),
+                               reloaded.encode(texts, convert_to_tensor=True).to_dense())
+
+
+def test_colbert_from_python(pretrained_encoder, world_dir, tmp_path):
+    from pylate import models
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    from ettin_ft.colbert import ColbertConfig, train_colbert
+
+    config = ColbertConfig(model=str(pretrained_encoder), data=str(world_dir / "retrieval_train.jsonl"),
+                           eval_beir=str(world_dir / "retrieval_eval"), document_length=96)
+    model = train_colbert(config, SentenceTransformerTrainingArguments(**common(tmp_path / "colbert", steps=25, lr=1e-3)))
+    check_run(tmp_path / "colbert")
+    reloaded = models.ColBERT(model_name_or_path=str(tmp_path / "colbert" / "final"), device="cpu")
+    for a, b in zip(model.encode(["Alice Rae Ingram"], is_query=False), reloaded.encode(["Alice Rae Ingram"], is_query=False)):
+        torch.testing.assert_close(torch.as_tensor(a), torch.as_tensor(b))
+
+
+def test_rerank_from_python_with_bm25_mining(pretrained_encoder, world_dir, tmp_path):
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainingArguments
+
+    from ettin_ft.rerank import RerankConfig, train_rerank
+
+    config = RerankConfig(model=str(pretrained_encoder), data=str(world_dir / "retrieval_train.jsonl"),
+                          mining_model="bm25", num_negatives=3, eval_beir=str(world_dir / "retrieval_eval"))
+    model = train_rerank(config, CrossEncoderTrainingArguments(**common(tmp_path / "rerank", steps=80, lr=2e-4)))
+    check_run(tmp_path / "rerank")
+    reloaded = CrossEncoder(str(tmp_path / "rerank" / "final"), device="cpu")
+    pairs = [("Where was Alice born?", "Alice was born in Lisbon."), ("Where was Alice born?", "Bruno works here.")]
+    assert model.predict(pairs) == pytest.approx(reloaded.predict(pairs), abs=1e-5)
+
+
+def test_bm25_miner_labels_and_margin(world):
+    """Negatives score below 95% of the positive; near-duplicates of the positive are left out."""
+    import datasets
+
+    from ettin_ft.evaluation import BM25
+    from ettin_ft.rerank import bm25_hard_negatives
+
+    rows = world.retrieval_pairs("train")[:40]
+    mined = bm25_hard_negatives(datasets.Dataset.from_list(rows), 3)
+    assert mined.column_names == ["query", "passage", "label"]
+    passages = list(dict.fromkeys(r["positive"] for r in rows))
+    bm25 = BM25({str(i): p for i, p in enumerate(passages)})
+    for row in rows:
+        labelled = [(r["passage"], r["label"]) for r in mined if r["query"] == row["query"]]
+        assert labelled[0] == (row["positive"], 1) and 1 <= len(labelled) <= 4
+        scores = bm25.scores(row["query"])
+        positive_score = scores[passages.index(row["positive"])]
+        for passage, label in labelled[1:]:
+            assert label == 0 and passage != row["positive"]
+            assert scores[passages.index(passage)] < 0.95 * positive_score
+
+
+@pytest.mark.parametrize("recipe", ["dense", "sparse", "colbert", "rerank"])
+def test_command_line(recipe, pretrained_encoder, world_dir, tmp_path):
+    extra = {"rerank": ["--mining-model", "bm25"], "colbert": ["--document-length", "64"]}.get(recipe, [])
+    result = subprocess.run(
+        [sys.executable, "-m", f"ettin_ft.{recipe}", "--model", str(pretrained_encoder), "--data",
+         str(world_dir / "retrieval_train.jsonl"), "--output-dir", str(tmp_path / recipe), "--max-steps", "3",
+         "--per-device-train-batch-size", "8", "--held-out", "10", *extra],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / recipe / "final").is_dir()
+    assert json.loads((tmp_path / recipe / "metrics.json").read_text()).keys() == {"before", "after"}
+
+
+def run_main(module, capsys, *args):
+    import importlib
+
+    try:
+        importlib.import_module(f"ettin_ft.{module}").main(list(args))
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.err.strip().splitlines(), captured.out
+
+
+def test_bad_inputs(pretrained_encoder, tiny_decoder_dir, world_dir, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    status, err, _ = run_main("dense", capsys, "--model", str(pretrained_encoder), "--data",
+                           str(world_dir / "rerank_train.jsonl"), "--output-dir", out, "--column-mapping", "passage:answer")
+    assert status == 2 and "missing column(s) positive" in err[-1]
+    (tmp_path / "empty.jsonl").write_text("")
+    status, err, _ = run_main("sparse", capsys, "--model", str(pretrained_encoder), "--data", str(tmp_path / "empty.jsonl"),
+                           "--output-dir", out)
+    assert status == 2 and err[-1].endswith("empty.jsonl: no rows; expected a non-empty dataset")
+    status, err, _ = run_main("colbert", capsys, "--model", "no-such-size", "--data", "x.jsonl", "--output-dir", out)
+    assert status == 2 and "model 'no-such-size' is neither" in err[-1]
+    status, err, _ = run_main("sparse", capsys, "--model", str(tiny_decoder_dir), "--output-dir", out)
+    assert status == 2 and "is an Ettin decoder; the sparse recipe needs an encoder model" in err[-1]
+    status, err, _ = run_main("rerank", capsys, "--model", "150m", "--output-dir", out)
+    assert status == 2 and "jhu-clsp/ettin-encoder-150m" in err[-1]
+    assert not Path(out).exists()
+
+
+def test_dry_run_prints_config_model_and_sample(pretrained_encoder, world_dir, tmp_path, capsys):
+    status, _, out = run_main("dense", capsys, "--model", str(pretrained_encoder), "--data",
+                         str(world_dir / "retrieval_train.jsonl"), "--output-dir", str(tmp_path / "d"), "--dry-run")
+    assert status == 0
+    assert "learning_rate: 8.0e-05" in out or "learning_rate: 8e-05" in out
+    assert "SentenceTransformer" in out and "sample:" in out and not (tmp_path / "d").exists()
