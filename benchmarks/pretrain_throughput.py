@@ -164,7 +164,7 @@ def main() -> None:
             rows.append({"arch": arch, "precision": precision, **pair,
                          "speedup": pair["ettin"]["tokens_per_second"] / pair["baseline"]["tokens_per_second"]})
             print(json.dumps(rows[-1]), flush=True)
-    print(f"\nmatmul peak (2048^2, this machine): " + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
+    print("\nmatmul peak (2048^2, this machine): " + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
     print(f"{args.size}, seq {args.seq_len}, batch {args.batch_size}, {args.steps} steps ({args.warmup} warm-up)\n")
     print("| arch | precision | HF Trainer tok/s | ettin-ft tok/s | speedup | padding (ettin) | peak RSS GiB (HF / ettin) | FLOP/s share of matmul peak (HF / ettin) |")
     print("|---|---|---|---|---|---|---|---|")

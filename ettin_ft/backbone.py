@@ -109,11 +109,10 @@ def arch_of(config: PretrainedConfig) -> str:
 # --------------------------------------------------------------------------------------------- locate
 
 
-def _offline_hint(ref: ModelRef) -> str:
-    return (
-        f"pass a local folder instead (e.g. --model runs/pretrain/final), or build one offline with "
-        f"`python -m ettin_ft.pretrain --size tiny --data PATH --output-dir DIR`"
-    )
+OFFLINE_HINT = (
+    "pass a local folder instead (e.g. --model runs/pretrain/final), or build one offline with "
+    "`python -m ettin_ft.pretrain --size tiny --data PATH --output-dir DIR`"
+)
 
 
 def _from_cache(ref: ModelRef) -> str | None:
@@ -145,7 +144,7 @@ def locate(name: str, arch: str | None = None) -> ModelRef:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false"):
         cached = _from_cache(ref)
         if cached is None:
-            raise EttinError(f"HF_HUB_OFFLINE is set and {ref.describe()} is not in the local cache; {_offline_hint(ref)}")
+            raise EttinError(f"HF_HUB_OFFLINE is set and {ref.describe()} is not in the local cache; {OFFLINE_HINT}")
         return replace(ref, path=cached, revision=None, local=True)
     try:
         HfApi().model_info(ref.path, revision=ref.revision, timeout=10)
@@ -154,13 +153,13 @@ def locate(name: str, arch: str | None = None) -> ModelRef:
     except GatedRepoError:
         raise EttinError(f"{ref.describe()} is gated: log in with `hf auth login` after accepting its terms") from None
     except RepositoryNotFoundError:
-        raise EttinError(f"no model {ref.describe()} on the Hugging Face hub (or it is private); {_offline_hint(ref)}") from None
+        raise EttinError(f"no model {ref.describe()} on the Hugging Face hub (or it is private); {OFFLINE_HINT}") from None
     except Exception as error:  # network failures surface as several httpx/OSError types
         cached = _from_cache(ref)
         if cached is None:
             raise EttinError(
                 f"cannot reach the Hugging Face hub to load {ref.describe()} ({type(error).__name__}) and it is "
-                f"not in the local cache; {_offline_hint(ref)}"
+                f"not in the local cache; {OFFLINE_HINT}"
             ) from None
         return replace(ref, path=cached, revision=None, local=True)
     return ref

@@ -20,7 +20,7 @@ from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import retrieval_evaluator
 from .recipe import (RecipeConfig, beir_split, evaluate, load_training_data, locate_model, model_kwargs,
-                     output_folder, parse_recipe, print_dry_run, save_final, write_results)
+                     parse_recipe, print_dry_run, train_and_save)
 
 KD_DATA = "lightonai/ms-marco-en-bge"
 DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 16, "num_train_epochs": 1,
@@ -78,14 +78,9 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
         print_dry_run(config, args, model, train)
         return model
     evaluators = {"beir": retrieval_evaluator("colbert", beir_split(config))} if config.eval_beir else {}
-    with output_folder(args.output_dir):
-        before = evaluate(model, evaluators)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
-                                   data_collator=utils.ColBERTCollator(model.tokenize))
-        trainer.train()
-        after = evaluate(model, evaluators)
-        save_final(model, args.output_dir)
-        write_results(args.output_dir, config, args, before, after, trainer)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                                         data_collator=utils.ColBERTCollator(model.tokenize))
+    train_and_save(model, trainer, config, args, lambda: evaluate(model, evaluators))
     return model
 
 

@@ -20,7 +20,7 @@ from sentence_transformers.evaluation import SequentialEvaluator, TripletEvaluat
 from .errors import cli_entry
 from .evaluation import retrieval_evaluator
 from .recipe import (RecipeConfig, beir_split, evaluate, load_training_data, locate_model, model_kwargs,
-                     output_folder, parse_recipe, print_dry_run, save_final, write_results)
+                     parse_recipe, print_dry_run, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/msmarco-co-condenser-margin-mse-sym-mnrl-mean-v1", "triplet-hard", None)
 DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 512, "num_train_epochs": 1,
@@ -62,14 +62,9 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
     loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
     if config.matryoshka_dims:
         loss = losses.MatryoshkaLoss(model, loss, [int(d) for d in config.matryoshka_dims.split(",")])
-    with output_folder(args.output_dir):
-        before = evaluate(model, evaluators)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
-                                             evaluator=SequentialEvaluator(list(evaluators.values())) if evaluators else None)
-        trainer.train()
-        after = evaluate(model, evaluators)
-        save_final(model, args.output_dir)
-        write_results(args.output_dir, config, args, before, after, trainer)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                                         evaluator=SequentialEvaluator(list(evaluators.values())) if evaluators else None)
+    train_and_save(model, trainer, config, args, lambda: evaluate(model, evaluators))
     return model
 
 

@@ -162,6 +162,16 @@ def write_results(output_dir: str, config, training_args, before: dict, after: d
         json.dump({"before": before, "after": after}, handle, indent=2)
 
 
+def train_and_save(model, trainer, config, args, evaluate) -> None:
+    """Evaluate, train, evaluate again, then write DIR/final, config.yaml, metrics.json and the log."""
+    with output_folder(args.output_dir):
+        before = evaluate()
+        trainer.train()
+        after = evaluate()
+        save_final(model, args.output_dir)
+        write_results(args.output_dir, config, args, before, after, trainer)
+
+
 def print_dry_run(config, training_args, model, train_dataset) -> None:
     print(dump_yaml({**to_dict(config), "training_arguments": {
         k: getattr(training_args, k) for k in ("output_dir", "learning_rate", "per_device_train_batch_size",

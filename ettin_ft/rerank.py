@@ -23,7 +23,7 @@ from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import BM25, rerank_evaluator, shared_metrics
 from .recipe import (RecipeConfig, beir_split, column_mapping, load_training_data, locate_model, model_kwargs,
-                     output_folder, parse_recipe, print_dry_run, save_final, write_results)
+                     parse_recipe, print_dry_run, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/gooaq", None, 100_000)
 DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 64, "num_train_epochs": 1, "warmup_steps": 0.1,
@@ -35,6 +35,7 @@ class RerankConfig(RecipeConfig):
     num_negatives: int = field(default=5, metadata={"help": "hard negatives per query (also the loss's pos_weight)"})
     mining_model: str = field(default="sentence-transformers/static-retrieval-mrl-en-v1",
                               metadata={"help": "embedding model for mine_hard_negatives, or 'bm25' (offline)"})
+    classifier_pooling: str | None = field(default=None, metadata={"help": "ModernBERT classifier pooling: cls or mean (default: the model's)"})
 
 
 def bm25_hard_negatives(pairs: datasets.Dataset, num_negatives: int, relative_margin: float = 0.05) -> datasets.Dataset:
@@ -84,8 +85,9 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
 
     runtime = runtime or choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation)
     ref, _ = locate_model(config, "rerank")
+    pooling = {"classifier_pooling": config.classifier_pooling} if config.classifier_pooling else {}
     model = CrossEncoder(ref.path, num_labels=1, revision=ref.revision, max_length=config.max_seq_length,
-                         device=str(runtime.device), model_kwargs=model_kwargs(runtime))
+                         device=str(runtime.device), model_kwargs=model_kwargs(runtime), config_kwargs=pooling)
     train = training_pairs(config)
     if dry_run:
         print_dry_run(config, args, model, train)
@@ -100,13 +102,8 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
         return {**shared_metrics(evaluator(model), evaluator.primary_metric), "recall@100": first_stage_recall}
 
     loss = losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
-    with output_folder(args.output_dir):
-        before = evaluate()
-        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
-        trainer.train()
-        after = evaluate()
-        save_final(model, args.output_dir)
-        write_results(args.output_dir, config, args, before, after, trainer)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    train_and_save(model, trainer, config, args, evaluate)
     return model
 
 

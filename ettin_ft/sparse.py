@@ -17,7 +17,7 @@ from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTr
 from .errors import cli_entry
 from .evaluation import retrieval_evaluator
 from .recipe import (RecipeConfig, beir_split, evaluate, load_training_data, locate_model, model_kwargs,
-                     output_folder, parse_recipe, print_dry_run, save_final, write_results)
+                     parse_recipe, print_dry_run, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/natural-questions", None, 100_000)
 DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 16, "num_train_epochs": 1, "warmup_steps": 0.1,
@@ -52,13 +52,8 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     loss = losses.SpladeLoss(model, losses.SparseMultipleNegativesRankingLoss(model),
                              query_regularizer_weight=config.query_regularizer_weight,
                              document_regularizer_weight=config.document_regularizer_weight)
-    with output_folder(args.output_dir):
-        before = evaluate(model, evaluators)
-        trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
-        trainer.train()
-        after = evaluate(model, evaluators)
-        save_final(model, args.output_dir)
-        write_results(args.output_dir, config, args, before, after, trainer)
+    trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    train_and_save(model, trainer, config, args, lambda: evaluate(model, evaluators))
     return model
 
 
