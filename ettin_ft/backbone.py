@@ -30,6 +30,15 @@ ETTIN_SPECIAL_IDS = {"cls": 50281, "sep": 50282, "pad": 50283, "mask": 50284}
 ROPE_THETA = {1024: (10_000.0, 10_000.0), 8192: (160_000.0, 10_000.0)}
 
 
+def rope_parameters(context: int, global_theta: float | None = None, local_theta: float | None = None) -> dict:
+    """RoPE settings per attention type for a training context (explicit thetas override the defaults)."""
+    default_global, default_local = ROPE_THETA.get(context, ROPE_THETA[8192])
+    return {
+        "full_attention": {"rope_type": "default", "rope_theta": global_theta or default_global},
+        "sliding_attention": {"rope_type": "default", "rope_theta": local_theta or default_local},
+    }
+
+
 def model_config(
     size: str,
     arch: str,
@@ -46,11 +55,7 @@ def model_config(
         raise EttinError(f"unknown architecture {arch!r}; expected 'encoder' or 'decoder'")
     shape = shape_of(size)
     ids = {**ETTIN_SPECIAL_IDS, **(special_ids or {})}
-    default_global, default_local = ROPE_THETA.get(context, ROPE_THETA[8192])
-    rope = {
-        "full_attention": {"rope_type": "default", "rope_theta": global_rope_theta or default_global},
-        "sliding_attention": {"rope_type": "default", "rope_theta": local_rope_theta or default_local},
-    }
+    rope = rope_parameters(context, global_rope_theta, local_rope_theta)
     config_class = ModernBertConfig if arch == "encoder" else ModernBertDecoderConfig
     config = config_class(
         vocab_size=vocab_size,
@@ -124,6 +129,11 @@ def _from_cache(ref: ModelRef) -> str | None:
         return None
 
 
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE asks the Hugging Face libraries not to touch the network."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false")
+
+
 def locate(name: str, arch: str | None = None) -> ModelRef:
     """Resolve ``name`` and make sure it can be loaded, failing fast with one clear line if not.
 
@@ -141,7 +151,7 @@ def locate(name: str, arch: str | None = None) -> ModelRef:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false"):
+    if hub_offline():
         cached = _from_cache(ref)
         if cached is None:
             raise EttinError(f"HF_HUB_OFFLINE is set and {ref.describe()} is not in the local cache; {OFFLINE_HINT}")

@@ -20,7 +20,7 @@ from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import retrieval_evaluator
 from .recipe import (RecipeConfig, beir_split, evaluate, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, train_and_save)
+                     parse_recipe, print_dry_run, recipe_runtime, train_and_save)
 
 KD_DATA = "lightonai/ms-marco-en-bge"
 DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 16, "num_train_epochs": 1,
@@ -60,9 +60,7 @@ def distillation_data(config: ColbertConfig):
 
 def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a ColBERT model as ``config`` says; returns the trained pylate ColBERT."""
-    from .backbone import choose_runtime
-
-    runtime = runtime or choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation)
+    runtime = recipe_runtime(config, runtime)
     model = build_model(config, runtime)
     objective = config.objective
     if objective == "auto":

@@ -49,11 +49,16 @@ def parse_recipe(config_class, arguments_class, defaults: dict[str, Any], argv, 
     config, training_args, dry_run = parse_config(
         config_class, arguments_class, argv=argv, prog=prog, description=description, defaults=defaults
     )
-    runtime = choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation)
+    runtime = recipe_runtime(config)
     training_args = dataclasses.replace(
         training_args, bf16=runtime.bf16, fp16=runtime.fp16, use_cpu=runtime.device.type == "cpu"
     )
     return config, training_args, runtime, dry_run
+
+
+def recipe_runtime(config: RecipeConfig, runtime=None):
+    """The runtime given, or the one --precision and --attn-implementation choose."""
+    return runtime or choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation)
 
 
 def column_mapping(config: RecipeConfig) -> dict[str, str] | None:

@@ -69,3 +69,16 @@ def tiny_encoder_dir(encoder_tokenizer, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_decoder_dir(decoder_tokenizer, tmp_path_factory) -> Path:
     return _save_tiny("decoder", decoder_tokenizer, tmp_path_factory.mktemp("tiny-decoder"))
+
+
+def run_cli_main(module: str, capsys, *args: str):
+    """Run ``python -m ettin_ft.<module>`` in-process: (exit status, stderr lines, stdout)."""
+    import importlib
+
+    try:
+        importlib.import_module(f"ettin_ft.{module}").main(list(args))
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.err.strip().splitlines(), captured.out

@@ -16,6 +16,8 @@ from ettin_ft.models import SHAPES
 from ettin_ft.pretrain import PretrainConfig
 from ettin_ft.training.loop import make_scheduler
 
+from .conftest import run_cli_main
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs" / "pretrain").glob("*.yaml"))
 
@@ -184,16 +186,7 @@ def test_convert_cli(tiny_encoder_dir, tmp_path):
 
 
 def run_main(capsys, *args):
-    """The CLI in-process: (exit status, stderr lines, stdout)."""
-    from ettin_ft.pretrain import main
-
-    try:
-        main(list(args))
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.err.strip().splitlines(), captured.out
+    return run_cli_main("pretrain", capsys, *args)
 
 
 def test_bad_inputs_give_one_line_and_no_output(world_dir, tmp_path, capsys):

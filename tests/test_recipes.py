@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .conftest import run_cli_main
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -161,38 +163,26 @@ def test_command_line(recipe, pretrained_encoder, world_dir, tmp_path):
     assert json.loads((tmp_path / recipe / "metrics.json").read_text()).keys() == {"before", "after"}
 
 
-def run_main(module, capsys, *args):
-    import importlib
-
-    try:
-        importlib.import_module(f"ettin_ft.{module}").main(list(args))
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.err.strip().splitlines(), captured.out
-
-
 def test_bad_inputs(pretrained_encoder, tiny_decoder_dir, world_dir, tmp_path, capsys):
     out = str(tmp_path / "out")
-    status, err, _ = run_main("dense", capsys, "--model", str(pretrained_encoder), "--data",
+    status, err, _ = run_cli_main("dense", capsys, "--model", str(pretrained_encoder), "--data",
                            str(world_dir / "rerank_train.jsonl"), "--output-dir", out, "--column-mapping", "passage:answer")
     assert status == 2 and "missing column(s) positive" in err[-1]
     (tmp_path / "empty.jsonl").write_text("")
-    status, err, _ = run_main("sparse", capsys, "--model", str(pretrained_encoder), "--data", str(tmp_path / "empty.jsonl"),
+    status, err, _ = run_cli_main("sparse", capsys, "--model", str(pretrained_encoder), "--data", str(tmp_path / "empty.jsonl"),
                            "--output-dir", out)
     assert status == 2 and err[-1].endswith("empty.jsonl: no rows; expected a non-empty dataset")
-    status, err, _ = run_main("colbert", capsys, "--model", "no-such-size", "--data", "x.jsonl", "--output-dir", out)
+    status, err, _ = run_cli_main("colbert", capsys, "--model", "no-such-size", "--data", "x.jsonl", "--output-dir", out)
     assert status == 2 and "model 'no-such-size' is neither" in err[-1]
-    status, err, _ = run_main("sparse", capsys, "--model", str(tiny_decoder_dir), "--output-dir", out)
+    status, err, _ = run_cli_main("sparse", capsys, "--model", str(tiny_decoder_dir), "--output-dir", out)
     assert status == 2 and "is an Ettin decoder; the sparse recipe needs an encoder model" in err[-1]
-    status, err, _ = run_main("rerank", capsys, "--model", "150m", "--output-dir", out)
+    status, err, _ = run_cli_main("rerank", capsys, "--model", "150m", "--output-dir", out)
     assert status == 2 and "jhu-clsp/ettin-encoder-150m" in err[-1]
     assert not Path(out).exists()
 
 
 def test_dry_run_prints_config_model_and_sample(pretrained_encoder, world_dir, tmp_path, capsys):
-    status, _, out = run_main("dense", capsys, "--model", str(pretrained_encoder), "--data",
+    status, _, out = run_cli_main("dense", capsys, "--model", str(pretrained_encoder), "--data",
                          str(world_dir / "retrieval_train.jsonl"), "--output-dir", str(tmp_path / "d"), "--dry-run")
     assert status == 0
     assert "learning_rate: 8.0e-05" in out or "learning_rate: 8e-05" in out

@@ -92,7 +92,9 @@ def _load_hub(name: str, config_name: str | None, split: str, streaming: bool):
     try:
         from huggingface_hub import HfApi
 
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("", "0", "false"):
+        from ..backbone import hub_offline
+
+        if not hub_offline():
             HfApi().dataset_info(repo, revision=revision, timeout=10)
         return datasets.load_dataset(repo, config_name, split=split, revision=revision, streaming=streaming)
     except Exception as error:

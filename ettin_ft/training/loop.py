@@ -124,7 +124,7 @@ def prepare_model(config, tokenizer, attn_implementation: str):
     """A fresh model of the official shape, or --init's weights (converted across architectures)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
-    from ..backbone import ROPE_THETA
+    from ..backbone import rope_parameters
     from ..convert import convert_model
 
     if config.init is None:
@@ -135,10 +135,9 @@ def prepare_model(config, tokenizer, attn_implementation: str):
     model_config = AutoConfig.from_pretrained(ref.path, revision=ref.revision)
     source_arch = arch_of(model_config)
     # Context extension: a longer context and its RoPE thetas apply to continued weights too.
-    default_global, default_local = ROPE_THETA.get(config.context, ROPE_THETA[8192])
     model_config.max_position_embeddings = max(config.context, model_config.max_position_embeddings)
-    model_config.rope_parameters["full_attention"]["rope_theta"] = config.global_rope_theta or default_global
-    model_config.rope_parameters["sliding_attention"]["rope_theta"] = config.local_rope_theta or default_local
+    for kind, values in rope_parameters(config.context, config.global_rope_theta, config.local_rope_theta).items():
+        model_config.rope_parameters[kind]["rope_theta"] = values["rope_theta"]
     model_class = AutoModelForMaskedLM if source_arch == "encoder" else AutoModelForCausalLM
     model = model_class.from_pretrained(ref.path, revision=ref.revision, config=model_config,
                                         attn_implementation=attn_implementation)
