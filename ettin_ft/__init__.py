@@ -1,6 +1,7 @@
 """ettin-ft: fine-tune, pretrain and continue the Ettin suite of paired encoders and decoders.
 
-The public API is imported lazily, so `python -m ettin_ft.<module>` starts without loading every
+The public API is imported lazily (the generate and fill_mask helpers live in their modules:
+``from ettin_ft.generate import generate``, ``from ettin_ft.fill_mask import fill_mask``), so `python -m ettin_ft.<module>` starts without loading every
 library and `import ettin_ft` stays cheap.
 """
 
@@ -29,6 +30,13 @@ _EXPORTS = {
     "load_beir": ".data.loading",
     "load_data": ".data.loading",
     "SyntheticWorld": ".data.synthetic",
+    "train_dense": ".dense",
+    "train_colbert": ".colbert",
+    "train_sparse": ".sparse",
+    "train_rerank": ".rerank",
+    "train_sft": ".sft",
+    "load_generator": ".generate",
+    "add_chat_support": ".backbone",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -255,3 +255,22 @@ def choose_runtime(
     elif attn_implementation not in ("flash_attention_2", "sdpa", "eager"):
         raise EttinError(f"unknown attention kernel {attn_implementation!r}; expected flash_attention_2, sdpa or eager")
     return Runtime(chosen_device, dtype, attn_implementation)
+
+
+# ------------------------------------------------------------------------------------------------ chat
+
+
+def add_chat_support(model: PreTrainedModel, tokenizer) -> None:
+    """Give a decoder and its tokenizer ChatML if the tokenizer has no chat template yet.
+
+    Ettin decoders ship without one: the <|im_start|>/<|im_end|> tokens are added offline and the
+    embeddings resized (new rows drawn around the mean of the old ones); generation stops at <|im_end|>.
+    """
+    from .tokenizer import add_chat_template
+
+    if tokenizer.chat_template is not None:
+        return
+    add_chat_template(tokenizer)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from typing import Any
@@ -57,14 +58,16 @@ def parse_config(*config_classes, argv: list[str] | None = None, prog: str | Non
     return (*instances, extra.dry_run)
 
 
-def to_dict(*configs) -> dict[str, Any]:
-    """Plain, YAML-safe dict of one or more config dataclasses (enums by value, other objects as text)."""
-    import json
+def plain(value: Any) -> Any:
+    """``value`` as YAML/JSON-safe data: enums by value, other objects as text."""
+    return json.loads(json.dumps(value, default=lambda v: getattr(v, "value", str(v))))
 
+
+def to_dict(*configs) -> dict[str, Any]:
+    """Plain, YAML-safe dict of one or more config dataclasses."""
     merged: dict[str, Any] = {}
     for config in configs:
-        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
-        merged.update(json.loads(json.dumps(values, default=lambda v: getattr(v, "value", str(v)))))
+        merged.update(plain({f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}))
     return merged
 
 

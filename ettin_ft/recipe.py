@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backbone import arch_of, choose_runtime, locate
-from .config import dump_yaml, parse_config, to_dict
+from .config import dump_yaml, parse_config, plain, to_dict
 from .data.loading import load_beir, load_data
 from .errors import EttinError
 
@@ -46,8 +46,10 @@ def parse_recipe(config_class, arguments_class, defaults: dict[str, Any], argv, 
     ``defaults`` are the recipe's Ettin-release values, applied below --config and flags. Returns
     (config, training_args, runtime, dry_run), the training arguments set to the chosen precision.
     """
+    # Precision comes from --precision (below); trl's own bf16 default would fail on a CPU before that.
     config, training_args, dry_run = parse_config(
-        config_class, arguments_class, argv=argv, prog=prog, description=description, defaults=defaults
+        config_class, arguments_class, argv=argv, prog=prog, description=description,
+        defaults={"bf16": False, "fp16": False, **defaults},
     )
     runtime = recipe_runtime(config)
     training_args = dataclasses.replace(
@@ -73,7 +75,8 @@ def column_mapping(config: RecipeConfig) -> dict[str, str] | None:
 def load_training_data(config: RecipeConfig, columns: list[str], optional: list[str] = (), default=None):
     """(train, held-out) datasets with ``columns`` (plus those of ``optional`` present), in that order.
 
-    ``default`` is (hub name, config, row limit) of the recipe's Ettin-release data.
+    ``optional=None`` keeps every column; ``default`` is (hub name, config, row limit) of the recipe's
+    Ettin-release data.
     """
     spec, data_config, limit = config.data, config.data_config, config.max_samples
     if spec is None:
@@ -84,8 +87,8 @@ def load_training_data(config: RecipeConfig, columns: list[str], optional: list[
         limit = limit or default_limit
     dataset = load_data(spec, columns=columns, split=config.data_split, config_name=data_config,
                         column_mapping=column_mapping(config), limit=limit)
-    keep = list(columns) + [c for c in optional if c in dataset.column_names]
-    dataset = dataset.select_columns(keep)
+    if optional is not None:
+        dataset = dataset.select_columns(list(columns) + [c for c in optional if c in dataset.column_names])
     held_out = min(config.held_out, len(dataset) // 10)
     if held_out < 1:
         return dataset, None
@@ -102,7 +105,8 @@ def locate_model(config: RecipeConfig, recipe: str, allowed: tuple[str, ...] = (
     arch = arch_of(model_config)
     if arch not in allowed:
         raise EttinError(
-            f"{ref.describe()} is an Ettin {arch}; the {recipe} recipe needs an {' or '.join(allowed)} model"
+            f"{ref.describe()} is an Ettin {arch}; the {recipe} recipe needs "
+            + " or ".join(f"{'an' if kind == 'encoder' else 'a'} {kind}" for kind in allowed)
         )
     return ref, arch
 
@@ -134,7 +138,8 @@ def output_folder(output_dir: str):
     """Refuse to overwrite a finished run; remove the folder again if this run created it and failed."""
     if os.path.isdir(os.path.join(output_dir, "final")):
         raise EttinError(f"output folder {output_dir} already holds a finished run; choose another --output-dir")
-    created = not os.path.exists(output_dir)
+    # The trainers create the (empty) folder when they are built, before this runs.
+    created = not os.path.exists(output_dir) or not os.listdir(output_dir)
     try:
         yield
     except BaseException:
@@ -143,28 +148,32 @@ def output_folder(output_dir: str):
         raise
 
 
-def save_final(model, output_dir: str) -> str:
-    """Save with the library's own save (model card included), through a staging folder."""
-    final = os.path.join(output_dir, "final")
-    staging = os.path.join(output_dir, ".staging-final")
+def save_final(model, output_dir: str, name: str = "final", save=None) -> str:
+    """Save to DIR/<name> through a staging folder, so no half-written model is ever left behind.
+
+    ``save(folder)`` defaults to the library's own save_pretrained (model card included).
+    """
+    final = os.path.join(output_dir, name)
+    staging = os.path.join(output_dir, f".staging-{name}")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
+    (save or model.save_pretrained)(staging)
     os.replace(staging, final)
     return final
 
 
-def write_results(output_dir: str, config, training_args, before: dict, after: dict, trainer=None) -> None:
-    """config.yaml, metrics.json and (with ``trainer``) the training log as log_history.jsonl."""
+def write_results(output_dir: str, config, training_args, before: dict, after: dict, trainer=None,
+                  extra: dict | None = None) -> None:
+    """config.yaml, metrics.json (plus ``extra`` entries) and (with ``trainer``) the log as log_history.jsonl."""
     os.makedirs(output_dir, exist_ok=True)
     if trainer is not None:
         with open(os.path.join(output_dir, "log_history.jsonl"), "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in trainer.state.log_history)
-    defaults = type(training_args)(output_dir=training_args.output_dir)
-    changed = {k: v for k, v in to_dict(training_args).items() if to_dict(defaults).get(k) != v}
+    defaults = {f.name: f.default for f in dataclasses.fields(training_args) if f.default is not dataclasses.MISSING}
+    changed = {k: v for k, v in to_dict(training_args).items() if k not in defaults or plain(defaults[k]) != v}
     with open(os.path.join(output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
         handle.write(dump_yaml({**to_dict(config), "training_arguments": changed}))
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
-        json.dump({"before": before, "after": after}, handle, indent=2)
+        json.dump({"before": before, "after": after, **(extra or {})}, handle, indent=2, ensure_ascii=False)
 
 
 def train_and_save(model, trainer, config, args, evaluate) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 # Tests never reach the hub: an unreachable endpoint makes any attempt fail at once.
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
@@ -69,6 +72,38 @@ def tiny_encoder_dir(encoder_tokenizer, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_decoder_dir(decoder_tokenizer, tmp_path_factory) -> Path:
     return _save_tiny("decoder", decoder_tokenizer, tmp_path_factory.mktemp("tiny-decoder"))
+
+
+@pytest.fixture(scope="session")
+def world100_dir(tmp_path_factory) -> Path:
+    """A world of 100 people: 100 held-out queries over 100 biographies, enough for stable metrics."""
+    from ettin_ft.data.synthetic import SyntheticWorld
+
+    folder = tmp_path_factory.mktemp("world100")
+    SyntheticWorld(people=100, seed=0).write(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny(world100_dir, tmp_path_factory):
+    """pretrained_tiny(arch): a tiny model pretrained 200 steps on the world's biographies (built once)."""
+    built = {}
+
+    def pretrained(arch: str) -> Path:
+        if arch not in built:
+            out = tmp_path_factory.mktemp(arch) / "run"
+            result = subprocess.run(
+                [sys.executable, "-m", "ettin_ft.pretrain", "--arch", arch, "--size", "tiny", "--data",
+                 str(world100_dir / "pretrain.txt"), "--output-dir", str(out), "--max-steps", "200", "--seq-len",
+                 "128", "--batch-size", "8", "--vocab-size", "1024", "--eval-documents", "10", "--report-to", "none",
+                 "--num-workers", "0", "--save-every", "0", "--eval-every", "0", "--warmup-steps", "5"],
+                capture_output=True, text=True, cwd=REPO, timeout=600,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            built[arch] = out / "final"
+        return built[arch]
+
+    return pretrained
 
 
 def run_cli_main(module: str, capsys, *args: str):

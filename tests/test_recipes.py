@@ -15,28 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def world_dir(tmp_path_factory) -> Path:
-    """A world of 100 people: 100 held-out queries over 100 biographies, enough for stable metrics."""
-    from ettin_ft.data.synthetic import SyntheticWorld
-
-    folder = tmp_path_factory.mktemp("world100")
-    SyntheticWorld(people=100, seed=0).write(str(folder))
-    return folder
+def world_dir(world100_dir) -> Path:
+    return world100_dir
 
 
 @pytest.fixture(scope="module")
-def pretrained_encoder(world_dir, tmp_path_factory) -> Path:
-    """A tiny encoder pretrained (MLM) on the world's biographies: the starting point of every recipe."""
-    out = tmp_path_factory.mktemp("encoder") / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "ettin_ft.pretrain", "--arch", "encoder", "--size", "tiny", "--data",
-         str(world_dir / "pretrain.txt"), "--output-dir", str(out), "--max-steps", "200", "--seq-len", "128",
-         "--batch-size", "8", "--vocab-size", "1024", "--eval-documents", "10", "--report-to", "none",
-         "--num-workers", "0", "--save-every", "0", "--eval-every", "0", "--warmup-steps", "5"],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out / "final"
+def pretrained_encoder(pretrained_tiny) -> Path:
+    return pretrained_tiny("encoder")
 
 
 def common(output_dir, steps, batch=16, lr=5e-4):
@@ -175,7 +160,7 @@ def test_bad_inputs(pretrained_encoder, tiny_decoder_dir, world_dir, tmp_path, c
     status, err, _ = run_cli_main("colbert", capsys, "--model", "no-such-size", "--data", "x.jsonl", "--output-dir", out)
     assert status == 2 and "model 'no-such-size' is neither" in err[-1]
     status, err, _ = run_cli_main("sparse", capsys, "--model", str(tiny_decoder_dir), "--output-dir", out)
-    assert status == 2 and "is an Ettin decoder; the sparse recipe needs an encoder model" in err[-1]
+    assert status == 2 and "is an Ettin decoder; the sparse recipe needs an encoder" in err[-1]
     status, err, _ = run_cli_main("rerank", capsys, "--model", "150m", "--output-dir", out)
     assert status == 2 and "jhu-clsp/ettin-encoder-150m" in err[-1]
     assert not Path(out).exists()

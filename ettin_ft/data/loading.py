@@ -162,6 +162,30 @@ def validate(dataset, columns: Sequence[str], where: str, limit: int | None = No
     return dataset
 
 
+
+def validate_chats(dataset, where: str, column: str = "messages") -> None:
+    """Check every conversation: a list of {role, content}, an optional system message first, then user and
+    assistant turns alternating from the user, with at least one assistant turn."""
+    for row_number, messages in enumerate(dataset[column], 1):
+        if not isinstance(messages, list) or not messages:
+            raise EttinError(f"{where} row {row_number}: {column} must be a non-empty list of {{role, content}} messages")
+        expected = "user"
+        for turn, message in enumerate(messages, 1):
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str) or "role" not in message:
+                raise EttinError(f"{where} row {row_number}, message {turn}: expected {{\"role\": ..., \"content\": str}}")
+            role = message["role"]
+            if role == "system" and turn == 1:
+                continue
+            if role != expected:
+                raise EttinError(
+                    f"{where} row {row_number}, message {turn}: role {role!r} out of order; expected {expected!r} "
+                    "(an optional system message first, then user and assistant turns alternating)"
+                )
+            expected = "assistant" if role == "user" else "user"
+        if not any(m["role"] == "assistant" for m in messages):
+            raise EttinError(f"{where} row {row_number}: no assistant message to learn from")
+
+
 # ------------------------------------------------------------------------------------------------- BEIR
 
 

@@ -1,0 +1,55 @@
+"""Fill in [MASK] with an Ettin encoder: the top-k tokens and their probabilities.
+
+    python -m ettin_ft.fill_mask --model 150m "The capital of France is [MASK]."
+
+    from ettin_ft.fill_mask import fill_mask
+    fill_mask("runs/pretrain/final", "The capital of France is [MASK].")  # [("Paris", 0.41), ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from transformers.utils.logging import disable_progress_bar
+
+from .backbone import load_model, load_tokenizer
+from .errors import EttinError, cli_entry
+
+
+def fill_mask(model, text: str, top_k: int = 5, tokenizer=None) -> list[tuple[str, float]]:
+    """The ``top_k`` (token, probability) pairs for the single mask in ``text``.
+
+    ``model`` is a loaded masked LM (with ``tokenizer``) or anything ``--model`` accepts.
+    """
+    name = model if isinstance(model, str) else None
+    tokenizer = load_tokenizer(name, arch="encoder") if name else tokenizer
+    mask = tokenizer.mask_token
+    if text.count(mask) != 1:
+        raise EttinError(f"the text must contain {mask} exactly once; found it {text.count(mask)} times in {text!r}")
+    if name:
+        model = load_model(name, arch="encoder").eval()
+    encoded = tokenizer(text, return_tensors="pt").to(next(model.parameters()).device)
+    with torch.inference_mode():
+        logits = model(**encoded).logits[0]
+    position = (encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero()[0, 0]
+    probabilities = logits[position].float().softmax(-1)
+    top = probabilities.topk(top_k)
+    return [(tokenizer.decode([i]).strip(), float(p)) for p, i in zip(top.values, top.indices)]
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ettin_ft.fill_mask",
+                                     description="Predict the [MASK] token with an Ettin encoder.")
+    parser.add_argument("text", help='text with one [MASK], e.g. "The capital of France is [MASK]."')
+    parser.add_argument("--model", default="150m", help="Ettin encoder: short name, hub id[@revision] or local folder")
+    parser.add_argument("--top-k", type=int, default=5, help="how many candidates to print")
+    args = parser.parse_args(argv)
+    disable_progress_bar()  # the answer is the output
+    for token, probability in fill_mask(args.model, args.text, top_k=args.top_k):
+        print(f"{probability:.4f}\t{token}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Supervised fine-tuning: an Ettin decoder → a chat model with trl's SFTTrainer, fully or with LoRA.
+
+Defaults of the Ettin release: trl-lib/Capybara, lr 2e-5 (2e-4 with --lora: r 32, alpha 16), one epoch,
+packing, per-device batch 2 with 8 accumulation steps, gradient checkpointing, eos <|im_end|>, evaluation
+every 100 steps. Ettin decoders ship without a chat template: ChatML is added offline and the embeddings
+resized; BOS ([CLS]) stays first in every sequence. Loss on assistant tokens only unless --all-tokens.
+
+    python -m ettin_ft.sft --model 150m --output-dir runs/sft-150m
+    python -m ettin_ft.sft --model 150m --lora --merge --output-dir runs/lora-150m
+    python -m ettin_ft.sft --model runs/pretrain/final --data ../shared/data/sft/hh_rlhf_helpful_base_test.jsonl \
+        --output-dir runs/sft
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from .backbone import add_chat_support
+from .data.loading import validate_chats
+from .errors import EttinError, cli_entry
+from .generate import generate
+from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, output_folder, parse_recipe,
+                     print_dry_run, recipe_runtime, save_final, write_results)
+
+DEFAULT_DATA = ("trl-lib/Capybara", None, None)
+DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8,
+            "num_train_epochs": 1, "packing": True, "gradient_checkpointing": True, "eos_token": "<|im_end|>",
+            "eval_strategy": "steps", "eval_steps": 100, "held_out": 200, "output_dir": "runs/sft",
+            "save_strategy": "no", "logging_steps": 10, "report_to": "none"}
+LORA_DEFAULTS = {"learning_rate": 2e-4, "output_dir": "runs/lora"}
+# ModernBertDecoder's attention (q/k/v projections, Wo) and MLP (Wi, Wo) linear layers.
+LORA_TARGETS = "q_proj,k_proj,v_proj,Wo,Wi"
+FORMAT_COLUMNS = {"conversational": ["messages"], "prompt-completion": ["prompt", "completion"], "text": ["text"]}
+
+
+@dataclass
+class SftRecipeConfig(RecipeConfig):
+    model: str = field(default="150m", metadata={"help": "Ettin decoder: short name (150m), hub id[@revision] or local folder"})
+    all_tokens: bool = field(default=False, metadata={"help": "train on every token, not only the assistant's (or the completion's)"})
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of every weight"})
+    lora_r: int = field(default=32, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target_modules: str = field(default=LORA_TARGETS, metadata={"help": "comma-separated module names to adapt"})
+    merge: bool = field(default=False, metadata={"help": "with --lora, also write the merged full model to DIR/merged"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base model in 4 bits (CUDA and the bnb extra)"})
+    eval_generations: int = field(default=32, metadata={"help": "held-out conversations answered greedily before and after (exact match, samples)"})
+    max_new_tokens: int = field(default=64, metadata={"help": "tokens generated per held-out answer"})
+
+
+def data_format(dataset, where: str) -> str:
+    for name, columns in FORMAT_COLUMNS.items():
+        if all(c in dataset.column_names for c in columns):
+            return name
+    raise EttinError(f"{where}: no messages column (nor prompt/completion, nor text); found "
+                     f"{', '.join(dataset.column_names)}; expected conversations in 'messages'")
+
+
+def with_bos(dataset, fmt: str, bos: str):
+    """Put BOS first in non-chat rows, as in decoder pretraining (the chat template adds it to chats)."""
+    column = {"prompt-completion": "prompt", "text": "text"}.get(fmt)
+    if dataset is None or column is None or isinstance(dataset[0][column], list):
+        return dataset
+    return dataset.map(lambda row: {column: bos + row[column]})
+
+
+def build_model(config: SftRecipeConfig, runtime):
+    """The decoder and its tokenizer, with ChatML added."""
+    ref, _ = locate_model(config, "sft", allowed=("decoder",))
+    kwargs = {**model_kwargs(runtime), "revision": ref.revision}
+    if config.load_in_4bit:
+        if runtime.device.type != "cuda":
+            raise EttinError("--load-in-4bit (QLoRA) needs a CUDA GPU; train LoRA in full precision on CPU")
+        try:
+            from transformers import BitsAndBytesConfig
+
+            import bitsandbytes  # noqa: F401  (the optional bnb extra)
+        except ImportError:
+            raise EttinError("--load-in-4bit needs bitsandbytes: pip install 'ettin-ft[bnb]'") from None
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision)
+    add_chat_support(model, tokenizer)
+    # Packed rows restart their position ids; the mask that keeps them apart is built only without a cache.
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def lora_config(config: SftRecipeConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=[m.strip() for m in config.lora_target_modules.split(",") if m.strip()],
+                      task_type="CAUSAL_LM")
+
+
+def keep_prediction_head(trainer) -> None:
+    """Route trl's fused LM head through ModernBertDecoder's prediction head.
+
+    trl's fused loss projects the backbone's last hidden state straight through the output embeddings;
+    ModernBertDecoder has a prediction head (dense, GELU, LayerNorm) in between, which the fused path would
+    skip: training would then optimise a different model from the one that generates.
+    """
+    model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    fused_forward = model.forward
+
+    def with_head(module, inputs, output):
+        output["last_hidden_state"] = model.lm_head(output["last_hidden_state"])
+        return output
+
+    @functools.wraps(fused_forward)
+    def forward(*args, fused_lm_head=False, **kwargs):
+        if not fused_lm_head:
+            return fused_forward(*args, **kwargs)
+        hook = model.model.register_forward_hook(with_head)
+        try:
+            return fused_forward(*args, fused_lm_head=True, **kwargs)
+        finally:
+            hook.remove()
+
+    model.forward = forward
+
+
+def answer_samples(model, tokenizer, held_out, fmt: str, config: SftRecipeConfig) -> list[dict]:
+    """Greedy answers to the first held-out conversations' last user turn, beside the reference answer."""
+    if held_out is None or fmt != "conversational" or config.eval_generations < 1:
+        return []
+    model.eval()
+    samples = []
+    for messages in held_out.select(range(min(config.eval_generations, len(held_out))))["messages"]:
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        answer = generate(model, tokenizer, messages[:last], max_new_tokens=config.max_new_tokens)
+        samples.append({"prompt": messages[last - 1]["content"], "reference": messages[last]["content"], "answer": answer})
+    return samples
+
+
+def evaluate_sft(trainer, held_out, fmt: str, config: SftRecipeConfig) -> tuple[dict, list[dict]]:
+    """Held-out loss, perplexity and token accuracy (trl's), and exact-match answers; plus the samples."""
+    if held_out is None:
+        return {}, []
+    metrics = trainer.evaluate()
+    results = {"held_out_loss": metrics["eval_loss"], "held_out_perplexity": math.exp(min(metrics["eval_loss"], 50))}
+    if "eval_mean_token_accuracy" in metrics:
+        results["held_out_token_accuracy"] = metrics["eval_mean_token_accuracy"]
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    samples = answer_samples(model, trainer.processing_class, held_out, fmt, config)
+    if samples:
+        results["held_out_exact_match"] = sum(s["answer"].strip() == s["reference"].strip() for s in samples) / len(samples)
+    return results, samples
+
+
+def load_sft_data(config: SftRecipeConfig):
+    """(train, held-out, format): checked conversations, prompt/completion pairs or plain text."""
+    train, held_out = load_training_data(config, [], optional=None, default=DEFAULT_DATA)
+    where = config.data or DEFAULT_DATA[0]
+    fmt = data_format(train, where)
+    splits = [split.select_columns(FORMAT_COLUMNS[fmt]) if split is not None else None for split in (train, held_out)]
+    for split in splits:
+        if fmt == "conversational" and split is not None:
+            validate_chats(split, where)
+    return splits[0], splits[1], fmt
+
+
+def build_trainer(config: SftRecipeConfig, args: SFTConfig, model, tokenizer, train, held_out, fmt: str) -> SFTTrainer:
+    args.assistant_only_loss = fmt == "conversational" and not config.all_tokens
+    args.completion_only_loss = fmt == "prompt-completion" and not config.all_tokens
+    if config.max_seq_length:
+        args.max_length = config.max_seq_length
+    if held_out is None:
+        args.eval_strategy = "no"
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
+                         peft_config=lora_config(config) if config.lora else None)
+    keep_prediction_head(trainer)
+    return trainer
+
+
+def save_with_tokenizer(model, tokenizer, output_dir: str, name: str = "final") -> str:
+    model.config.use_cache = True  # off for packed training only
+    return save_final(model, output_dir, name, save=lambda folder: (model.save_pretrained(folder),
+                                                                      tokenizer.save_pretrained(folder)))
+
+
+def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=False):
+    """Fine-tune a decoder as ``config`` says; returns the trained model (PeftModel with --lora, merged with --merge)."""
+    runtime = recipe_runtime(config, runtime)
+    if (config.merge or config.load_in_4bit) and not config.lora:
+        raise EttinError("--merge and --load-in-4bit apply to LoRA training; add --lora")
+    train, held_out, fmt = load_sft_data(config)
+    model, tokenizer = build_model(config, runtime)
+    train, held_out = (with_bos(split, fmt, tokenizer.bos_token) for split in (train, held_out))
+    if dry_run:
+        print_dry_run(config, args, model, train)
+        return model
+    with output_folder(args.output_dir):
+        trainer = build_trainer(config, args, model, tokenizer, train, held_out, fmt)
+        before, samples_before = evaluate_sft(trainer, held_out, fmt, config)
+        trainer.train()
+        after, samples_after = evaluate_sft(trainer, held_out, fmt, config)
+        trained = trainer.accelerator.unwrap_model(trainer.model)
+        save_with_tokenizer(trained, tokenizer, args.output_dir)
+        if config.merge:
+            trained = trained.merge_and_unload()
+            save_with_tokenizer(trained, tokenizer, args.output_dir, name="merged")
+        samples = [{"prompt": b["prompt"], "reference": b["reference"], "answer_before": b["answer"],
+                    "answer_after": a["answer"]} for b, a in zip(samples_before, samples_after)]
+        write_results(args.output_dir, config, args, before, after, trainer, extra={"samples": samples[:5]})
+    return trained
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    description = "Fine-tune an Ettin decoder into a chat model with trl (any SFTConfig field is a flag)."
+    parsed = parse_recipe(SftRecipeConfig, SFTConfig, DEFAULTS, argv, "python -m ettin_ft.sft", description)
+    if parsed[0].lora:  # LoRA's own defaults, still below --config and flags
+        parsed = parse_recipe(SftRecipeConfig, SFTConfig, {**DEFAULTS, **LORA_DEFAULTS}, argv, "python -m ettin_ft.sft", description)
+    train_sft(*parsed)
+
+
+if __name__ == "__main__":
+    main()
