@@ -68,7 +68,8 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
     if objective == "distillation":
         train, loss = distillation_data(config), losses.Distillation(model=model)
     elif objective == "contrastive":
-        train, _ = load_training_data(config, ["query", "positive", "negative"], default=None)
+        # In-batch negatives always; a hard negative too when the data has one.
+        train, _ = load_training_data(config, ["query", "positive"], optional=["negative"], default=None)
         loss = losses.Contrastive(model=model)
     else:
         raise EttinError(f"unknown --objective {objective!r}; expected auto, distillation or contrastive")

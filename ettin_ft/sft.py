@@ -14,6 +14,7 @@ resized; BOS ([CLS]) stays first in every sequence. Loss on assistant tokens onl
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 from dataclasses import dataclass, field
 
@@ -77,12 +78,10 @@ def build_model(config: SftRecipeConfig, runtime):
     if config.load_in_4bit:
         if runtime.device.type != "cuda":
             raise EttinError("--load-in-4bit (QLoRA) needs a CUDA GPU; train LoRA in full precision on CPU")
-        try:
-            from transformers import BitsAndBytesConfig
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise EttinError("--load-in-4bit needs bitsandbytes: pip install 'ettin-ft[bnb]'")
+        from transformers import BitsAndBytesConfig
 
-            import bitsandbytes  # noqa: F401  (the optional bnb extra)
-        except ImportError:
-            raise EttinError("--load-in-4bit needs bitsandbytes: pip install 'ettin-ft[bnb]'") from None
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=torch.bfloat16)
     model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)

@@ -172,3 +172,22 @@ def test_dry_run_prints_config_model_and_sample(pretrained_encoder, world_dir, t
     assert status == 0
     assert "learning_rate: 8.0e-05" in out or "learning_rate: 8e-05" in out
     assert "SentenceTransformer" in out and "sample:" in out and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("name, module, config_class, arguments_class, learning_rate", [
+    ("dense", "dense", "DenseConfig", "SentenceTransformerTrainingArguments", 8e-5),
+    ("colbert", "colbert", "ColbertConfig", "SentenceTransformerTrainingArguments", 8e-5),
+    ("sparse", "sparse", "SparseConfig", "SparseEncoderTrainingArguments", 2e-5),
+    ("rerank", "rerank", "RerankConfig", "CrossEncoderTrainingArguments", 2e-5),
+    ("sft", "sft", "SftRecipeConfig", "SFTConfig", 2e-5),
+    ("lora", "sft", "SftRecipeConfig", "SFTConfig", 2e-4),
+])
+def test_shipped_recipe_configs_parse(name, module, config_class, arguments_class, learning_rate):
+    import importlib
+
+    from ettin_ft.recipe import parse_recipe
+
+    recipe = importlib.import_module(f"ettin_ft.{module}")
+    config, args, _, _ = parse_recipe(getattr(recipe, config_class), getattr(recipe, arguments_class), recipe.DEFAULTS,
+                                      ["--config", str(REPO / "configs" / f"{name}.yaml")], name, "")
+    assert config.model == "150m" and args.learning_rate == learning_rate and args.output_dir == f"runs/{name}"

@@ -1,0 +1,159 @@
+"""Encoder recipes on real data: quality before/after beside BM25, and throughput against the plain scripts.
+
+1. Pretrain a small encoder in-package on ../shared/data/pretrain.
+2. Train each recipe (dense, SPLADE, ColBERT, reranker) from it on real pairs from
+   ../shared/data/retrieval_pairs (PubMedQA by default), and evaluate NDCG@10 before and after on
+   ../shared/data/retrieval_eval/{scifact,cranfield} (the reranker over the BM25 top 100), beside BM25.
+3. Run the plain sentence-transformers / pylate training script with the same model, loss, data and
+   arguments, and compare training samples/s (each run in its own subprocess, one after the other).
+
+    python benchmarks/recipes_quality.py --pretrain-steps 600 --steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+EVAL_SETS = ("scifact", "cranfield")
+RECIPES = {  # recipe → (batch, learning rate, extra flags)
+    "dense": (32, 3e-4, ["--batch-sampler", "no_duplicates"]),
+    "sparse": (32, 5e-4, ["--batch-sampler", "no_duplicates"]),
+    "colbert": (16, 1e-3, ["--document-length", "180"]),
+    "rerank": (16, 3e-4, ["--mining-model", "bm25", "--num-negatives", "3"]),
+}
+
+
+def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
+    """The training script a sentence-transformers / pylate user would write; returns train samples/s."""
+    import torch
+
+    from ettin_ft.data.loading import load_data
+
+    batch, lr, _ = RECIPES[recipe]
+    pairs = load_data(data, columns=["query", "positive"]).select_columns(["query", "positive"])
+    common = dict(output_dir=tempfile.mkdtemp(), max_steps=args.steps, per_device_train_batch_size=batch,
+                  learning_rate=lr, warmup_steps=0, save_strategy="no", report_to="none", use_cpu=True, seed=0,
+                  disable_tqdm=True)
+    if recipe == "dense":
+        from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                           SentenceTransformerTrainingArguments, losses, models)
+
+        transformer = models.Transformer(model_dir)
+        model = SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), "mean")])
+        trainer = SentenceTransformerTrainer(model=model, train_dataset=pairs,
+                                             args=SentenceTransformerTrainingArguments(**common, batch_sampler="no_duplicates"),
+                                             loss=losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=16))
+    elif recipe == "sparse":
+        from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTrainer,
+                                                          SparseEncoderTrainingArguments, losses, models)
+
+        model = SparseEncoder(modules=[models.MLMTransformer(model_dir), models.SpladePooling("max")])
+        loss = losses.SpladeLoss(model, losses.SparseMultipleNegativesRankingLoss(model),
+                                 query_regularizer_weight=5e-5, document_regularizer_weight=3e-5)
+        trainer = SparseEncoderTrainer(model=model, train_dataset=pairs, loss=loss,
+                                       args=SparseEncoderTrainingArguments(**common, batch_sampler="no_duplicates"))
+    elif recipe == "colbert":
+        from pylate import losses, models, utils
+        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+        model = models.ColBERT(model_name_or_path=model_dir, document_length=180)
+        trainer = SentenceTransformerTrainer(model=model, train_dataset=pairs, loss=losses.Contrastive(model),
+                                             args=SentenceTransformerTrainingArguments(**common),
+                                             data_collator=utils.ColBERTCollator(model.tokenize))
+    else:
+        from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrainer,
+                                                         CrossEncoderTrainingArguments, losses)
+
+        from ettin_ft.rerank import bm25_hard_negatives  # the same labelled pairs, mined offline
+
+        model = CrossEncoder(model_dir, num_labels=1)
+        labelled = bm25_hard_negatives(pairs, 3)
+        trainer = CrossEncoderTrainer(model=model, train_dataset=labelled, args=CrossEncoderTrainingArguments(**common),
+                                      loss=losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(3.0)))
+    return trainer.train().metrics["train_samples_per_second"]
+
+
+def run(command: list[str]) -> str:
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--pretrain-steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=100, help="training steps per recipe")
+    parser.add_argument("--data", default=str(SHARED / "retrieval_pairs" / "pubmedqa_pqal.jsonl"))
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--work-dir", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--output", default=None, help="also write the results as JSON here")
+    parser.add_argument("--plain", choices=list(RECIPES), help=argparse.SUPPRESS)  # internal: one plain-script run
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain:
+        print("RESULT " + json.dumps(plain_script(args.plain, args.model_dir, args.data, args)))
+        return
+
+    from ettin_ft.data.loading import load_beir
+    from ettin_ft.evaluation import bm25_candidates, ranking_metrics
+
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-recipes-"))
+    encoder = work / "encoder" / "final"
+    if not encoder.exists():
+        run([sys.executable, "-m", "ettin_ft.pretrain", "--arch", "encoder", "--size", args.size, "--data",
+             str(SHARED / "pretrain"), "--output-dir", str(work / "encoder"), "--max-steps", str(args.pretrain_steps),
+             "--seq-len", "256", "--batch-size", "16", "--vocab-size", "16384", "--report-to", "none",
+             "--save-every", "0", "--eval-every", "0"])
+    bm25 = {}
+    for name in EVAL_SETS:
+        split = load_beir(str(SHARED / "retrieval_eval" / name))
+        bm25[name] = ranking_metrics(bm25_candidates(split, 100), split.qrels)["ndcg@10"]
+    rows = []
+    for recipe in args.recipes.split(","):
+        batch, lr, extra = RECIPES[recipe]
+        row = {"recipe": recipe}
+        for name in EVAL_SETS:
+            out = work / f"{recipe}-{name}"
+            if not (out / "metrics.json").exists():
+                run([sys.executable, "-m", f"ettin_ft.{recipe}", "--model", str(encoder), "--data", args.data,
+                     "--eval-beir", str(SHARED / "retrieval_eval" / name), "--output-dir", str(out),
+                     "--max-steps", str(args.steps), "--per-device-train-batch-size", str(batch), "--learning-rate",
+                     str(lr), "--warmup-steps", "0", "--save-strategy", "no", "--report-to", "none", "--seed", "0",
+                     "--disable-tqdm", "true", *extra])
+            metrics = json.loads((out / "metrics.json").read_text())
+            row[name] = (metrics["before"]["ndcg@10"], metrics["after"]["ndcg@10"])
+            if name == EVAL_SETS[0]:
+                history = [json.loads(line) for line in (out / "log_history.jsonl").read_text().splitlines()]
+                row["ettin_samples_per_second"] = next(r["train_samples_per_second"] for r in history
+                                                       if "train_samples_per_second" in r)
+        plain = run([sys.executable, __file__, "--plain", recipe, "--model-dir", str(encoder), "--data", args.data,
+                     "--steps", str(args.steps)])
+        row["plain_samples_per_second"] = json.loads(plain.split("RESULT ")[-1])
+        row["ratio"] = row["ettin_samples_per_second"] / row["plain_samples_per_second"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    print(f"\n{args.size} encoder pretrained {args.pretrain_steps} steps on ../shared/data/pretrain; each recipe "
+          f"{args.steps} steps on {os.path.basename(args.data)}; NDCG@10 before -> after\n")
+    print("| recipe | SciFact | Cranfield | ettin-ft samples/s | plain script samples/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    print(f"| BM25 (baseline) | {bm25['scifact']:.3f} | {bm25['cranfield']:.3f} | | | |")
+    for r in rows:
+        print(f"| {r['recipe']} | {r['scifact'][0]:.3f} → {r['scifact'][1]:.3f} | {r['cranfield'][0]:.3f} → "
+              f"{r['cranfield'][1]:.3f} | {r['ettin_samples_per_second']:.1f} | {r['plain_samples_per_second']:.1f} | "
+              f"{r['ratio']:.2f}x |")
+    if args.output:
+        Path(args.output).write_text(json.dumps({"bm25": bm25, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""The main job, offline in minutes: build a paired encoder/decoder and fine-tune every recipe end to end.
+
+On the built-in synthetic world: train one tokenizer, pretrain a tiny encoder (MLM) and its paired decoder
+(CLM) — same shape, data and recipe, the Ettin idea in miniature — then fine-tune dense, ColBERT, SPLADE
+and reranker models from the encoder, SFT and LoRA chat models from the decoder, and a dense embedder from
+the decoder too (last-token pooling) to compare with the encoder's. Every model is evaluated before and
+after on held-out data; DIR gets results.json, REPORT.md and plots. Each stage's folder is an ordinary
+model run the recipe commands accept; a rerun with the same DIR skips finished stages.
+
+    python -m ettin_ft.quickstart --output-dir runs/quickstart
+    python -m ettin_ft.quickstart --output-dir runs/big --people 300 --steps 600 --stages pretrain-encoder,dense
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .config import parse_config, to_dict
+from .errors import EttinError, cli_entry
+
+
+@dataclass
+class QuickstartConfig:
+    output_dir: str = field(default="runs/quickstart", metadata={"help": "where every stage's folder and the report go"})
+    size: str = field(default="tiny", metadata={"help": "model size of the encoder/decoder pair (tiny builds in seconds)"})
+    people: int = field(default=100, metadata={"help": "people in the synthetic world (20% held out for evaluation)"})
+    steps: int = field(default=300, metadata={"help": "pretraining steps of each base model"})
+    finetune_scale: float = field(default=1.0, metadata={"help": "multiply every fine-tuning stage's steps"})
+    stages: str = field(default="all", metadata={"help": "comma-separated subset of the stages (their inputs run too)"})
+    vocab_size: int = field(default=1024, metadata={"help": "tokenizer vocabulary, shared by encoder and decoder"})
+    seed: int = 0
+
+
+@dataclass
+class Stage:
+    name: str
+    description: str
+    base: str | None  # the stage whose model this one starts from
+    metric: str  # the metric this stage must improve
+    higher_is_better: bool
+    run: Callable[["Quickstart", str], None]
+
+
+class Quickstart:
+    """Runs the stages in order into ``config.output_dir``; each writes DIR/<stage>/ like its recipe command."""
+
+    def __init__(self, config: QuickstartConfig):
+        self.config = config
+        self.dir = config.output_dir
+        self.world = os.path.join(self.dir, "world")
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.dir, *parts)
+
+    def steps(self, base: int) -> int:
+        return max(1, round(base * self.config.finetune_scale))
+
+    def model_of(self, stage: str) -> str:
+        return self.path(stage, "final")
+
+    # ----------------------------------------------------------------------------------- the stages
+
+    def prepare_world(self) -> None:
+        """The synthetic world and one tokenizer for both models (the Ettin pair shares its tokenizer)."""
+        from .data.synthetic import SyntheticWorld
+        from .tokenizer import train_tokenizer
+
+        if os.path.isfile(self.path("tokenizer", "tokenizer.json")):
+            return
+        world = SyntheticWorld(people=self.config.people, seed=self.config.seed)
+        world.write(self.world)
+        staging = self.path(".staging-tokenizer")
+        train_tokenizer(world.pretraining_texts(), vocab_size=self.config.vocab_size).save_pretrained(staging)
+        os.replace(staging, self.path("tokenizer"))
+
+    def pretrain(self, stage: str, arch: str) -> None:
+        from .pretrain import PretrainConfig
+        from .training.loop import pretrain
+
+        pretrain(PretrainConfig(
+            arch=arch, size=self.config.size, data=os.path.join(self.world, "pretrain.txt"),
+            tokenizer=self.path("tokenizer"), output_dir=self.path(stage), max_steps=self.config.steps,
+            seq_len=128, batch_size=8, warmup_steps=5, eval_documents=20, eval_every=0, save_every=0,
+            report_to="none", num_workers=0, seed=self.config.seed,
+        ))
+
+    def training_args(self, arguments_class, stage: str, steps: int, lr: float, batch: int, **extra):
+        return arguments_class(output_dir=self.path(stage), max_steps=self.steps(steps), learning_rate=lr,
+                               per_device_train_batch_size=batch, warmup_steps=0, logging_steps=5,
+                               save_strategy="no", report_to="none", use_cpu=True, seed=self.config.seed, **extra)
+
+    def retrieval_data(self) -> dict:
+        return {"data": os.path.join(self.world, "retrieval_train.jsonl"),
+                "eval_beir": os.path.join(self.world, "retrieval_eval"), "held_out": 20}
+
+    def dense(self, stage: str, base: str) -> None:
+        from sentence_transformers import SentenceTransformerTrainingArguments
+
+        from .dense import DenseConfig, train_dense
+
+        train_dense(DenseConfig(model=self.model_of(base), **self.retrieval_data()),
+                    self.training_args(SentenceTransformerTrainingArguments, stage, 60, 1e-3, 16,
+                                       batch_sampler="no_duplicates"))
+
+    def colbert(self, stage: str) -> None:
+        from sentence_transformers import SentenceTransformerTrainingArguments
+
+        from .colbert import ColbertConfig, train_colbert
+
+        train_colbert(ColbertConfig(model=self.model_of("pretrain-encoder"), document_length=96, **self.retrieval_data()),
+                      self.training_args(SentenceTransformerTrainingArguments, stage, 25, 1e-3, 16))
+
+    def sparse(self, stage: str) -> None:
+        from sentence_transformers.sparse_encoder import SparseEncoderTrainingArguments
+
+        from .sparse import SparseConfig, train_sparse
+
+        train_sparse(SparseConfig(model=self.model_of("pretrain-encoder"), **self.retrieval_data()),
+                     self.training_args(SparseEncoderTrainingArguments, stage, 150, 5e-4, 32,
+                                        batch_sampler="no_duplicates"))
+
+    def rerank(self, stage: str) -> None:
+        from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
+
+        from .rerank import RerankConfig, train_rerank
+
+        train_rerank(RerankConfig(model=self.model_of("pretrain-encoder"), mining_model="bm25", num_negatives=3,
+                                  **self.retrieval_data()),
+                     self.training_args(CrossEncoderTrainingArguments, stage, 150, 3e-4, 16))
+
+    def sft(self, stage: str, lora: bool) -> None:
+        from trl import SFTConfig
+
+        from .sft import SftRecipeConfig, train_sft
+
+        args = self.training_args(SFTConfig, stage, 100, 3e-3, 4, packing=True, eos_token="<|im_end|>", max_length=256,
+                                  gradient_checkpointing=False, bf16=False)
+        train_sft(SftRecipeConfig(model=self.model_of("pretrain-decoder"), data=os.path.join(self.world, "sft_train.jsonl"),
+                                  held_out=40, eval_generations=40, max_new_tokens=24, lora=lora), args)
+
+
+STAGES = [
+    Stage("pretrain-encoder", "tiny encoder, MLM on the world's biographies", None, "eval_loss", False,
+          lambda q, s: q.pretrain(s, "encoder")),
+    Stage("pretrain-decoder", "its paired decoder, CLM on the same data", None, "eval_loss", False,
+          lambda q, s: q.pretrain(s, "decoder")),
+    Stage("dense", "dense embedder from the encoder (mean pooling)", "pretrain-encoder", "ndcg@10", True,
+          lambda q, s: q.dense(s, "pretrain-encoder")),
+    Stage("colbert", "ColBERT from the encoder (contrastive)", "pretrain-encoder", "ndcg@10", True,
+          lambda q, s: q.colbert(s)),
+    Stage("sparse", "SPLADE from the encoder's MLM head", "pretrain-encoder", "ndcg@10", True,
+          lambda q, s: q.sparse(s)),
+    Stage("rerank", "cross-encoder reranker from the encoder (BM25 top 100)", "pretrain-encoder", "ndcg@10", True,
+          lambda q, s: q.rerank(s)),
+    Stage("sft", "chat model from the decoder (full SFT)", "pretrain-decoder", "held_out_loss", False,
+          lambda q, s: q.sft(s, lora=False)),
+    Stage("lora", "chat model from the decoder (LoRA)", "pretrain-decoder", "held_out_loss", False,
+          lambda q, s: q.sft(s, lora=True)),
+    Stage("dense-decoder", "dense embedder from the decoder (last-token pooling)", "pretrain-decoder", "ndcg@10", True,
+          lambda q, s: q.dense(s, "pretrain-decoder")),
+]
+STAGE_NAMES = [stage.name for stage in STAGES]
+
+
+def selected_stages(spec: str) -> list[Stage]:
+    """The stages asked for, with the pretraining stages they start from, in pipeline order."""
+    if spec == "all":
+        return list(STAGES)
+    wanted = {name.strip() for name in spec.split(",") if name.strip()}
+    unknown = sorted(wanted - set(STAGE_NAMES))
+    if unknown:
+        raise EttinError(f"--stages: unknown stage(s) {', '.join(unknown)}; expected some of {', '.join(STAGE_NAMES)}")
+    by_name = {stage.name: stage for stage in STAGES}
+    wanted |= {by_name[name].base for name in wanted if by_name[name].base}
+    return [stage for stage in STAGES if stage.name in wanted]
+
+
+def stage_record(quickstart: Quickstart, stage: Stage) -> dict | None:
+    """The finished stage's entry for results.json, or None if it has not finished."""
+    record_path = quickstart.path(stage.name, "stage.json")
+    if not os.path.isfile(record_path):
+        return None
+    with open(record_path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def run_stage(quickstart: Quickstart, stage: Stage) -> dict:
+    folder = quickstart.path(stage.name)
+    shutil.rmtree(folder, ignore_errors=True)  # an interrupted earlier attempt
+    started = time.perf_counter()
+    stage.run(quickstart, stage.name)
+    wall_time = time.perf_counter() - started
+    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    before, after = metrics["before"], metrics["after"]
+    change = after[stage.metric] - before[stage.metric]
+    record = {"stage": stage.name, "description": stage.description, "base": stage.base, "metric": stage.metric,
+              "higher_is_better": stage.higher_is_better,
+              "before": {k: v for k, v in before.items() if isinstance(v, (int, float))},
+              "after": {k: v for k, v in after.items() if isinstance(v, (int, float))},
+              "improved": change > 0 if stage.higher_is_better else change < 0,
+              "wall_time_s": round(wall_time, 1), "output": os.path.join(stage.name, "final")}  # relative to DIR
+    with open(os.path.join(folder, "stage.json"), "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=2)
+    return record
+
+
+def run_quickstart(config: QuickstartConfig) -> dict:
+    """Run (or finish) the quickstart in ``config.output_dir``; returns the results written to results.json."""
+    from transformers.utils import logging as hf_logging
+
+    from .report import write_report
+
+    stages = selected_stages(config.stages)
+    os.makedirs(config.output_dir, exist_ok=True)
+    quickstart = Quickstart(config)
+    hf_logging.set_verbosity_error()  # the stage headers and progress bars tell the story
+    started = time.perf_counter()
+    quickstart.prepare_world()
+    records = []
+    for number, stage in enumerate(stages, 1):
+        record = stage_record(quickstart, stage)
+        header = f"[{number}/{len(stages)}] {stage.name}: {stage.description}"
+        if record is not None:
+            print(f"{header} — finished earlier, skipped", flush=True)
+        else:
+            print(header, flush=True)
+            record = run_stage(quickstart, stage)
+        records.append(record)
+        print(f"    {stage.metric}: {record['before'][stage.metric]:.4f} -> {record['after'][stage.metric]:.4f}"
+              f" ({record['wall_time_s']:.0f} s)", flush=True)
+    results = {"config": to_dict(config), "stages": records,
+               "wall_time_s": round(time.perf_counter() - started, 1),
+               "stages_wall_time_s": round(sum(r["wall_time_s"] for r in records), 1)}
+    write_report(config.output_dir, results)
+    return results
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    config, dry_run = parse_config(
+        QuickstartConfig, argv=argv, prog="python -m ettin_ft.quickstart",
+        description="Offline quickstart: build a tiny Ettin encoder/decoder pair on synthetic data and fine-tune "
+        f"every recipe from it, with a report. Stages: {', '.join(STAGE_NAMES)}.",
+    )
+    stages = selected_stages(config.stages)
+    if dry_run:
+        print("\n".join(f"{s.name}: {s.description}" for s in stages))
+        return
+    results = run_quickstart(config)
+    from .report import results_table
+
+    print("\n" + results_table(results))
+    print(f"\nreport: {os.path.join(config.output_dir, 'REPORT.md')} (wall time {results['wall_time_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
