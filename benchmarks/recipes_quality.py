@@ -2,12 +2,13 @@
 
 1. Pretrain a small encoder in-package on ../shared/data/pretrain.
 2. Train each recipe (dense, SPLADE, ColBERT, reranker) from it on real pairs from
-   ../shared/data/retrieval_pairs (PubMedQA by default), and evaluate NDCG@10 before and after on
-   ../shared/data/retrieval_eval/{scifact,cranfield} (the reranker over the BM25 top 100), beside BM25.
+   ../shared/data/retrieval_pairs (PubMedQA by default), evaluating on SciFact before and after (the
+   recipe's --eval-beir), then the same untrained and trained models on Cranfield; NDCG@10 beside BM25
+   (the reranker reranks the BM25 top 100).
 3. Run the plain sentence-transformers / pylate training script with the same model, loss, data and
    arguments, and compare training samples/s (each run in its own subprocess, one after the other).
 
-    python benchmarks/recipes_quality.py --pretrain-steps 600 --steps 100
+    python benchmarks/recipes_quality.py --pretrain-steps 600 --steps 60
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
         from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
                                            SentenceTransformerTrainingArguments, losses, models)
 
-        transformer = models.Transformer(model_dir)
+        transformer = models.Transformer(model_dir, max_seq_length=args.max_seq_length)
         model = SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), "mean")])
         trainer = SentenceTransformerTrainer(model=model, train_dataset=pairs,
                                              args=SentenceTransformerTrainingArguments(**common, batch_sampler="no_duplicates"),
@@ -54,7 +55,8 @@ def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
         from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTrainer,
                                                           SparseEncoderTrainingArguments, losses, models)
 
-        model = SparseEncoder(modules=[models.MLMTransformer(model_dir), models.SpladePooling("max")])
+        model = SparseEncoder(modules=[models.MLMTransformer(model_dir, max_seq_length=args.max_seq_length),
+                                       models.SpladePooling("max")])
         loss = losses.SpladeLoss(model, losses.SparseMultipleNegativesRankingLoss(model),
                                  query_regularizer_weight=5e-5, document_regularizer_weight=3e-5)
         trainer = SparseEncoderTrainer(model=model, train_dataset=pairs, loss=loss,
@@ -73,11 +75,44 @@ def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
 
         from ettin_ft.rerank import bm25_hard_negatives  # the same labelled pairs, mined offline
 
-        model = CrossEncoder(model_dir, num_labels=1)
+        model = CrossEncoder(model_dir, num_labels=1, max_length=args.max_seq_length)
         labelled = bm25_hard_negatives(pairs, 3)
         trainer = CrossEncoderTrainer(model=model, train_dataset=labelled, args=CrossEncoderTrainingArguments(**common),
                                       loss=losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(3.0)))
     return trainer.train().metrics["train_samples_per_second"]
+
+
+def evaluate(recipe: str, model_dir: str, eval_set: str, max_seq_length: int, trained: bool) -> float:
+    """NDCG@10 of a recipe's model on a BEIR set: the trained final/ folder, or (given the encoder) the
+    untrained starting point the recipe builds from it."""
+    from ettin_ft.backbone import choose_runtime
+    from ettin_ft.data.loading import load_beir
+    from ettin_ft.evaluation import rerank_evaluator, retrieval_evaluator, shared_metrics
+
+    split = load_beir(str(SHARED / "retrieval_eval" / eval_set))
+    runtime = choose_runtime(precision="fp32")
+    if recipe == "rerank":
+        from sentence_transformers.cross_encoder import CrossEncoder
+
+        model = CrossEncoder(model_dir, num_labels=1, max_length=max_seq_length)
+        evaluator, _ = rerank_evaluator(split)
+    else:
+        module = __import__(f"ettin_ft.{recipe}", fromlist=["build_model"])
+        config_class = {"dense": "DenseConfig", "sparse": "SparseConfig", "colbert": "ColbertConfig"}[recipe]
+        if trained:
+            from pylate import models as pylate_models
+            from sentence_transformers import SentenceTransformer
+            from sentence_transformers.sparse_encoder import SparseEncoder
+
+            loader = {"dense": SentenceTransformer, "sparse": SparseEncoder,
+                      "colbert": lambda path: pylate_models.ColBERT(model_name_or_path=path)}[recipe]
+            model = loader(model_dir)
+        else:
+            model = module.build_model(getattr(module, config_class)(model=model_dir, max_seq_length=max_seq_length,
+                                                                     **({"document_length": 180} if recipe == "colbert" else {})),
+                                       runtime)
+        evaluator = retrieval_evaluator(recipe, split)
+    return shared_metrics(evaluator(model), evaluator.primary_metric)["ndcg@10"]
 
 
 def run(command: list[str]) -> str:
@@ -91,14 +126,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--pretrain-steps", type=int, default=600)
-    parser.add_argument("--steps", type=int, default=100, help="training steps per recipe")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per recipe")
     parser.add_argument("--data", default=str(SHARED / "retrieval_pairs" / "pubmedqa_pqal.jsonl"))
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--work-dir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
+    parser.add_argument("--max-seq-length", type=int, default=256, help="tokens per text, both sides")
     parser.add_argument("--plain", choices=list(RECIPES), help=argparse.SUPPRESS)  # internal: one plain-script run
+    parser.add_argument("--evaluate", choices=list(RECIPES), help=argparse.SUPPRESS)  # internal: one evaluation
+    parser.add_argument("--eval-set", help=argparse.SUPPRESS)
+    parser.add_argument("--trained", choices=["yes", "no"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.evaluate:
+        print("RESULT " + json.dumps(evaluate(args.evaluate, args.model_dir, args.eval_set, args.max_seq_length,
+                                              args.trained == "yes")))
+        return
     if args.plain:
         print("RESULT " + json.dumps(plain_script(args.plain, args.model_dir, args.data, args)))
         return
@@ -120,23 +163,25 @@ def main() -> None:
     rows = []
     for recipe in args.recipes.split(","):
         batch, lr, extra = RECIPES[recipe]
-        row = {"recipe": recipe}
-        for name in EVAL_SETS:
-            out = work / f"{recipe}-{name}"
-            if not (out / "metrics.json").exists():
-                run([sys.executable, "-m", f"ettin_ft.{recipe}", "--model", str(encoder), "--data", args.data,
-                     "--eval-beir", str(SHARED / "retrieval_eval" / name), "--output-dir", str(out),
-                     "--max-steps", str(args.steps), "--per-device-train-batch-size", str(batch), "--learning-rate",
-                     str(lr), "--warmup-steps", "0", "--save-strategy", "no", "--report-to", "none", "--seed", "0",
-                     "--disable-tqdm", "true", *extra])
-            metrics = json.loads((out / "metrics.json").read_text())
-            row[name] = (metrics["before"]["ndcg@10"], metrics["after"]["ndcg@10"])
-            if name == EVAL_SETS[0]:
-                history = [json.loads(line) for line in (out / "log_history.jsonl").read_text().splitlines()]
-                row["ettin_samples_per_second"] = next(r["train_samples_per_second"] for r in history
-                                                       if "train_samples_per_second" in r)
+        out = work / recipe
+        if not (out / "metrics.json").exists():
+            run([sys.executable, "-m", f"ettin_ft.{recipe}", "--model", str(encoder), "--data", args.data,
+                 "--eval-beir", str(SHARED / "retrieval_eval" / EVAL_SETS[0]), "--output-dir", str(out),
+                 "--max-steps", str(args.steps), "--per-device-train-batch-size", str(batch), "--learning-rate",
+                 str(lr), "--warmup-steps", "0", "--max-seq-length", str(args.max_seq_length), "--save-strategy", "no",
+                 "--report-to", "none", "--seed", "0", "--disable-tqdm", "true", *extra])
+        metrics = json.loads((out / "metrics.json").read_text())
+        history = [json.loads(line) for line in (out / "log_history.jsonl").read_text().splitlines()]
+        row = {"recipe": recipe, EVAL_SETS[0]: (metrics["before"]["ndcg@10"], metrics["after"]["ndcg@10"]),
+               "ettin_samples_per_second": next(r["train_samples_per_second"] for r in history
+                                                if "train_samples_per_second" in r)}
+        for name in EVAL_SETS[1:]:  # the same two models (untrained, trained) on the other sets
+            row[name] = tuple(json.loads(run([sys.executable, __file__, "--evaluate", recipe, "--model-dir", model,
+                                              "--eval-set", name, "--max-seq-length", str(args.max_seq_length),
+                                              "--trained", trained]).split("RESULT ")[-1])
+                              for model, trained in ((str(encoder), "no"), (str(out / "final"), "yes")))
         plain = run([sys.executable, __file__, "--plain", recipe, "--model-dir", str(encoder), "--data", args.data,
-                     "--steps", str(args.steps)])
+                     "--steps", str(args.steps), "--max-seq-length", str(args.max_seq_length)])
         row["plain_samples_per_second"] = json.loads(plain.split("RESULT ")[-1])
         row["ratio"] = row["ettin_samples_per_second"] / row["plain_samples_per_second"]
         rows.append(row)

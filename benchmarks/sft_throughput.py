@@ -127,8 +127,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=600, help="chats used for the throughput runs")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per throughput run")
     parser.add_argument("--warmup", type=int, default=3, help="steps excluded from timing")
+    parser.add_argument("--methods", default="full,lora", help="full, lora or both")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per side, in alternating order (averaged)")
     parser.add_argument("--pretrain-steps", type=int, default=300, help="tiny decoder pretraining for the quality line")
-    parser.add_argument("--quality-steps", type=int, default=150, help="SFT steps for the quality line")
+    parser.add_argument("--quality-steps", type=int, default=150, help="SFT steps for the quality line (0: skip it)")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     # Internal: run a single configuration.
     parser.add_argument("--impl", choices=["ettin", "trl"])
@@ -151,10 +153,12 @@ def main() -> None:
     build_model(args.size, "decoder", tokenizer=tokenizer).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     rows = []
-    for lora in ("no", "yes"):
+    for lora in [{"full": "no", "lora": "yes"}[m] for m in args.methods.split(",")]:
         for packing in ("yes", "no"):
-            pair = {}
-            for impl in ("trl", "ettin"):
+            runs: dict[str, list[dict]] = {"trl": [], "ettin": []}
+            # Alternate the order (trl, ettin, ettin, trl, ...) so drifts in machine speed cancel out.
+            order = [impl for repeat in range(args.repeats) for impl in (("trl", "ettin"), ("ettin", "trl"))[repeat % 2]]
+            for impl in order:
                 command = [sys.executable, __file__, "--impl", impl, "--packing", packing, "--lora", lora, "--model-dir",
                            model_dir, "--max-length", str(args.max_length), "--batch-size", str(args.batch_size),
                            "--rows", str(args.rows), "--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -162,20 +166,23 @@ def main() -> None:
                 line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
                 if line is None:
                     sys.exit(f"{impl} lora={lora} packing={packing} failed:\n{out.stderr[-3000:]}")
-                pair[impl] = json.loads(line[len("RESULT "):])
+                runs[impl].append(json.loads(line[len("RESULT "):]))
+            pair = {impl: {key: sum(r[key] for r in results) / len(results) for key in results[0]}
+                    for impl, results in runs.items()}
             rows.append({"method": "LoRA" if lora == "yes" else "full", "packing": packing, **pair,
                          "ratio": pair["ettin"]["tokens_per_second"] / pair["trl"]["tokens_per_second"]})
             print(json.dumps(rows[-1]), flush=True)
-    losses = quality(args)
+    losses = quality(args) if args.quality_steps else []
     print(f"\n{args.size} decoder, max length {args.max_length}, batch {args.batch_size}, fp32, {args.steps} steps "
-          f"({args.warmup} warm-up)\n")
+          f"({args.warmup} warm-up), mean of {args.repeats} runs per side\n")
     print("| method | packing | plain trl tok/s | ettin-ft tok/s | ratio | peak RSS GiB (trl / ettin) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | {r['packing']} | {r['trl']['tokens_per_second']:.0f} | "
               f"{r['ettin']['tokens_per_second']:.0f} | {r['ratio']:.2f}x | "
               f"{r['trl']['peak_rss_gib']:.2f} / {r['ettin']['peak_rss_gib']:.2f} |")
-    print(f"\nheld-out loss (tiny decoder pretrained {args.pretrain_steps} steps, {args.quality_steps} SFT steps):")
+    if losses:
+        print(f"\nheld-out loss (tiny decoder pretrained {args.pretrain_steps} steps, {args.quality_steps} SFT steps):")
     for r in losses:
         print(f"  {r['method']}: {r['before']:.3f} -> {r['after']:.3f}")
     if args.output:

@@ -210,6 +210,23 @@ def run_stage(quickstart: Quickstart, stage: Stage) -> dict:
     return record
 
 
+def check_settings(config: QuickstartConfig) -> None:
+    """Record the settings in DIR/quickstart.json; finished stages are only reused under the same ones."""
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("output_dir", "stages")}
+    path = os.path.join(config.output_dir, "quickstart.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            earlier = json.load(handle)
+        changed = [f"{k} {earlier.get(k)} → {v}" for k, v in settings.items() if earlier.get(k) != v]
+        if changed:
+            raise EttinError(f"{config.output_dir} holds a quickstart with other settings ({', '.join(changed)}); "
+                             "choose another --output-dir")
+        return
+    os.makedirs(config.output_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(settings, handle, indent=2)
+
+
 def run_quickstart(config: QuickstartConfig) -> dict:
     """Run (or finish) the quickstart in ``config.output_dir``; returns the results written to results.json."""
     from transformers.utils import logging as hf_logging
@@ -217,7 +234,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     from .report import write_report
 
     stages = selected_stages(config.stages)
-    os.makedirs(config.output_dir, exist_ok=True)
+    check_settings(config)
     quickstart = Quickstart(config)
     hf_logging.set_verbosity_error()  # the stage headers and progress bars tell the story
     started = time.perf_counter()

@@ -60,7 +60,7 @@ def data_format(dataset, where: str) -> str:
         if all(c in dataset.column_names for c in columns):
             return name
     raise EttinError(f"{where}: no messages column (nor prompt/completion, nor text); found "
-                     f"{', '.join(dataset.column_names)}; expected conversations in 'messages'")
+                     f"{', '.join(dataset.column_names) or 'none'}; expected conversations in 'messages'")
 
 
 def with_bos(dataset, fmt: str, bos: str):

@@ -66,3 +66,9 @@ def test_unknown_stage_is_one_line(tmp_path, capsys):
     assert status == 2 and err == ["error: --stages: unknown stage(s) bogus; expected some of pretrain-encoder, "
                                    "pretrain-decoder, dense, colbert, sparse, rerank, sft, lora, dense-decoder"]
     assert not (tmp_path / "q").exists()
+
+
+def test_other_settings_in_the_same_folder_are_refused(quickstart_dir, capsys):
+    status, err, _ = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir), "--people", "80",
+                                  "--steps", "200")
+    assert status == 2 and len(err) == 1 and "other settings (people 60 → 80)" in err[0], err
