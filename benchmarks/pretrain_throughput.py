@@ -15,11 +15,12 @@ import itertools
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from worker import report, run_worker
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrain"
 
@@ -112,7 +113,7 @@ def one(args) -> None:
     predicted = 0.3 if (args.arch == "encoder" and args.impl == "ettin") else 1.0
     result["flops_per_second"] = result["tokens_per_second"] * flops_per_token(shape, args.seq_len, predicted)
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print("RESULT " + json.dumps(result))
+    report(result)
 
 
 def main() -> None:
@@ -155,11 +156,7 @@ def main() -> None:
                            "--tokenizer-dir", tokenizer_dir, "--size", args.size, "--seq-len", str(args.seq_len),
                            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
                 command += ["--compile"] if args.compile else []
-                out = subprocess.run(command, capture_output=True, text=True)
-                line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-                if line is None:
-                    sys.exit(f"{impl} {arch} {precision} failed:\n{out.stderr[-3000:]}")
-                pair[impl] = json.loads(line[len("RESULT "):])
+                pair[impl] = run_worker(command)
                 pair[impl]["matmul_share"] = pair[impl]["flops_per_second"] / peaks[precision]
             rows.append({"arch": arch, "precision": precision, **pair,
                          "speedup": pair["ettin"]["tokens_per_second"] / pair["baseline"]["tokens_per_second"]})

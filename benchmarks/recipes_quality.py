@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from worker import report, run, run_worker
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 EVAL_SETS = ("scifact", "cranfield")
@@ -97,7 +99,7 @@ def evaluate(recipe: str, model_dir: str, eval_set: str, max_seq_length: int, tr
         model = CrossEncoder(model_dir, num_labels=1, max_length=max_seq_length)
         evaluator, _ = rerank_evaluator(split)
     else:
-        module = __import__(f"ettin_ft.{recipe}", fromlist=["build_model"])
+        module = importlib.import_module(f"ettin_ft.{recipe}")
         config_class = {"dense": "DenseConfig", "sparse": "SparseConfig", "colbert": "ColbertConfig"}[recipe]
         if trained:
             from pylate import models as pylate_models
@@ -113,13 +115,6 @@ def evaluate(recipe: str, model_dir: str, eval_set: str, max_seq_length: int, tr
                                        runtime)
         evaluator = retrieval_evaluator(recipe, split)
     return shared_metrics(evaluator(model), evaluator.primary_metric)["ndcg@10"]
-
-
-def run(command: list[str]) -> str:
-    out = subprocess.run(command, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"failed: {' '.join(command)}\n{out.stderr[-3000:]}")
-    return out.stdout
 
 
 def main() -> None:
@@ -139,11 +134,10 @@ def main() -> None:
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.evaluate:
-        print("RESULT " + json.dumps(evaluate(args.evaluate, args.model_dir, args.eval_set, args.max_seq_length,
-                                              args.trained == "yes")))
+        report(evaluate(args.evaluate, args.model_dir, args.eval_set, args.max_seq_length, args.trained == "yes"))
         return
     if args.plain:
-        print("RESULT " + json.dumps(plain_script(args.plain, args.model_dir, args.data, args)))
+        report(plain_script(args.plain, args.model_dir, args.data, args))
         return
 
     from ettin_ft.data.loading import load_beir
@@ -176,13 +170,13 @@ def main() -> None:
                "ettin_samples_per_second": next(r["train_samples_per_second"] for r in history
                                                 if "train_samples_per_second" in r)}
         for name in EVAL_SETS[1:]:  # the same two models (untrained, trained) on the other sets
-            row[name] = tuple(json.loads(run([sys.executable, __file__, "--evaluate", recipe, "--model-dir", model,
-                                              "--eval-set", name, "--max-seq-length", str(args.max_seq_length),
-                                              "--trained", trained]).split("RESULT ")[-1])
+            row[name] = tuple(run_worker([sys.executable, __file__, "--evaluate", recipe, "--model-dir", model,
+                                          "--eval-set", name, "--max-seq-length", str(args.max_seq_length),
+                                          "--trained", trained])
                               for model, trained in ((str(encoder), "no"), (str(out / "final"), "yes")))
-        plain = run([sys.executable, __file__, "--plain", recipe, "--model-dir", str(encoder), "--data", args.data,
-                     "--steps", str(args.steps), "--max-seq-length", str(args.max_seq_length)])
-        row["plain_samples_per_second"] = json.loads(plain.split("RESULT ")[-1])
+        row["plain_samples_per_second"] = run_worker([sys.executable, __file__, "--plain", recipe, "--model-dir",
+                                                      str(encoder), "--data", args.data, "--steps", str(args.steps),
+                                                      "--max-seq-length", str(args.max_seq_length)])
         row["ratio"] = row["ettin_samples_per_second"] / row["plain_samples_per_second"]
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from worker import report, run_worker
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHATS = SHARED / "sft" / "hh_rlhf_helpful_base_test.jsonl"
 
@@ -91,8 +93,8 @@ def one(args) -> None:
     marks: list = []
     (run_ettin if args.impl == "ettin" else run_trl)(args, args.model_dir, args.packing == "yes", args.lora == "yes", marks)
     (start_time, start_tokens), (end_time, end_tokens) = marks[args.warmup - 1], marks[-1]
-    print("RESULT " + json.dumps({"tokens_per_second": (end_tokens - start_tokens) / (end_time - start_time),
-                                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    report({"tokens_per_second": (end_tokens - start_tokens) / (end_time - start_time),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20})
 
 
 def quality(args) -> list[dict]:
@@ -162,11 +164,7 @@ def main() -> None:
                 command = [sys.executable, __file__, "--impl", impl, "--packing", packing, "--lora", lora, "--model-dir",
                            model_dir, "--max-length", str(args.max_length), "--batch-size", str(args.batch_size),
                            "--rows", str(args.rows), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-                out = subprocess.run(command, capture_output=True, text=True)
-                line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-                if line is None:
-                    sys.exit(f"{impl} lora={lora} packing={packing} failed:\n{out.stderr[-3000:]}")
-                runs[impl].append(json.loads(line[len("RESULT "):]))
+                runs[impl].append(run_worker(command))
             pair = {impl: {key: sum(r[key] for r in results) / len(results) for key in results[0]}
                     for impl, results in runs.items()}
             rows.append({"method": "LoRA" if lora == "yes" else "full", "packing": packing, **pair,
