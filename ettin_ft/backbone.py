@@ -181,7 +181,8 @@ def load_model(name: str, arch: str | None = None, **kwargs) -> PreTrainedModel:
     config = _load_config(ref)
     model_class = AutoModelForMaskedLM if arch_of(config) == "encoder" else AutoModelForCausalLM
     if arch and arch_of(config) != arch:
-        raise EttinError(f"{ref.describe()} is an Ettin {arch_of(config)}, but an {arch} was expected")
+        raise EttinError(f"{ref.describe()} is an Ettin {arch_of(config)}, but {'an' if arch == 'encoder' else 'a'} {arch} "
+                         "was expected")
     return model_class.from_pretrained(ref.path, revision=ref.revision, **kwargs)
 
 

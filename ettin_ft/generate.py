@@ -53,13 +53,13 @@ def load_generator(name: str, device: str | None = None):
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         model = PeftModel.from_pretrained(model, name)
     else:
-        ref = locate(name)
-        from transformers import AutoConfig
+        from transformers import AutoConfig, AutoModelForCausalLM
 
+        ref = locate(name)  # once: load_model would locate and read the config again
         if arch_of(AutoConfig.from_pretrained(ref.path, revision=ref.revision)) != "decoder":
             raise EttinError(f"{ref.describe()} is an Ettin encoder; generation needs a decoder "
                              "(for an encoder use python -m ettin_ft.fill_mask)")
-        model = load_model(name, arch="decoder")
+        model = AutoModelForCausalLM.from_pretrained(ref.path, revision=ref.revision)
         tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision)
     runtime = choose_runtime(device)
     return model.to(runtime.device).eval(), tokenizer

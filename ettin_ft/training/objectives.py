@@ -88,7 +88,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         needs_grad = any(ctx.needs_input_grad[:3])
         grad_hidden = torch.empty_like(hidden) if needs_grad else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_grad else None
-        grad_bias = torch.zeros(weight.shape[0], device=weight.device, dtype=torch.float32) if needs_grad else None
+        grad_bias = torch.zeros(weight.shape[0], device=weight.device, dtype=torch.float32) \
+            if needs_grad and bias is not None else None
         loss = torch.zeros((), device=hidden.device, dtype=torch.float32)
         correct = torch.zeros((), device=hidden.device, dtype=torch.long)
         for start in range(0, hidden.shape[0], LinearCrossEntropy.CHUNK_ROWS):
@@ -105,10 +106,10 @@ class LinearCrossEntropy(torch.autograd.Function):
                 compute = probabilities.to(chunk.dtype)
                 grad_hidden[rows] = compute @ weight.to(chunk.dtype)
                 grad_weight.addmm_(compute.t().float(), chunk.float())
-                grad_bias += probabilities.sum(0)
+                if bias is not None:
+                    grad_bias += probabilities.sum(0)
         if needs_grad:
             ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype), grad_bias)
-            ctx.has_bias = bias is not None
         ctx.mark_non_differentiable(correct)
         return loss, correct
 
@@ -116,4 +117,4 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_correct):
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         return (grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weight * grad_loss.to(grad_weight.dtype),
-                grad_bias.to(grad_loss.dtype) * grad_loss if ctx.has_bias else None, None)
+                grad_bias * grad_loss if grad_bias is not None else None, None)
