@@ -32,6 +32,7 @@ class QuickstartConfig:
     steps: int = field(default=300, metadata={"help": "pretraining steps of each base model"})
     finetune_scale: float = field(default=1.0, metadata={"help": "multiply every fine-tuning stage's steps"})
     stages: str = field(default="all", metadata={"help": "comma-separated subset of the stages (their inputs run too)"})
+    rerank_people: int = field(default=1000, metadata={"help": "people behind the reranker's training examples (a second world: a cross-encoder learns to match names only from many different ones)"})
     vocab_size: int = field(default=1024, metadata={"help": "tokenizer vocabulary, shared by encoder and decoder"})
     seed: int = 0
 
@@ -74,6 +75,8 @@ class Quickstart:
             return
         world = SyntheticWorld(people=self.config.people, seed=self.config.seed)
         world.write(self.world)
+        with open(os.path.join(self.world, "rerank_train_others.jsonl"), "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in world.rerank_examples_about_others(self.config.rerank_people))
         staging = self.path(".staging-tokenizer")
         train_tokenizer(world.pretraining_texts(), vocab_size=self.config.vocab_size).save_pretrained(staging)
         os.replace(staging, self.path("tokenizer"))
@@ -89,9 +92,9 @@ class Quickstart:
             report_to="none", num_workers=0, seed=self.config.seed,
         ))
 
-    def training_args(self, arguments_class, stage: str, steps: int, lr: float, batch: int, **extra):
+    def training_args(self, arguments_class, stage: str, steps: int, lr: float, batch: int, warmup: float = 0, **extra):
         return arguments_class(output_dir=self.path(stage), max_steps=self.steps(steps), learning_rate=lr,
-                               per_device_train_batch_size=batch, warmup_steps=0, logging_steps=5,
+                               per_device_train_batch_size=batch, warmup_steps=warmup, logging_steps=5,
                                save_strategy="no", report_to="none", use_cpu=True, seed=self.config.seed, **extra)
 
     def retrieval_data(self) -> dict:
@@ -129,9 +132,11 @@ class Quickstart:
 
         from .rerank import RerankConfig, train_rerank
 
-        train_rerank(RerankConfig(model=self.model_of("pretrain-encoder"), mining_model="bm25", num_negatives=3,
-                                  **self.retrieval_data()),
-                     self.training_args(CrossEncoderTrainingArguments, stage, 150, 3e-4, 16))
+        # Labelled rows (the positive, a name-sharing negative, two others) about a larger population: on the
+        # world's own training people the cross-encoder memorises names instead of learning to match them.
+        data = {**self.retrieval_data(), "data": os.path.join(self.world, "rerank_train_others.jsonl")}
+        train_rerank(RerankConfig(model=self.model_of("pretrain-encoder"), num_negatives=3, **data),
+                     self.training_args(CrossEncoderTrainingArguments, stage, 1000, 1e-3, 32, warmup=0.1))
 
     def sft(self, stage: str, lora: bool) -> None:
         from trl import SFTConfig

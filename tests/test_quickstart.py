@@ -27,8 +27,9 @@ def test_report_and_every_stage_but_the_reranker_beating_its_starting_point(quic
     for record in results["stages"]:
         before, after = record["before"][record["metric"]], record["after"][record["metric"]]
         assert record["improved"] == (after > before if record["higher_is_better"] else after < before)
-        # A tiny cross-encoder does not learn to match names across query and passage within this budget
-        # (BENCHMARKS.md); every other stage must beat its starting point.
+        # The tiny cross-encoder leaves its training plateau after anywhere from ~200 to ~900 steps
+        # (BENCHMARKS.md), so within the test budget its improvement is not guaranteed; every other stage
+        # must beat its starting point.
         if record["stage"] != "rerank":
             assert record["improved"], record
         assert record["wall_time_s"] > 0 and os.path.isdir(quickstart_dir / record["output"])

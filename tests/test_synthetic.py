@@ -63,6 +63,17 @@ def test_rerank_and_claim_labels(world):
         assert true == (row["label"] == 1)
 
 
+def test_rerank_examples_about_others_never_name_a_held_out_person(world):
+    rows = world.rerank_examples_about_others(200)
+    held_out = [p.name for p in world.test_people]
+    others = SyntheticWorld(200, seed=world.seed + 1)
+    assert len({r["query"] for r in rows}) > 5 * len(world.train_people)
+    for row in rows:
+        assert not any(name in row["query"] or name in row["passage"] for name in held_out)
+        name = next(p.name for p in others.people if p.name in row["query"])
+        assert (name in row["passage"]) == (row["label"] == 1)
+
+
 def test_pretraining_covers_everyone_and_loads(world_dir, world):
     texts = load_data(str(world_dir / "pretrain.txt"), columns=["text"])["text"]
     assert len(texts) == 40 * world.biographies_per_person

@@ -239,6 +239,18 @@ class SyntheticWorld:
                     rows.append({"query": pair["query"], "passage": self.biography(other, 0), "label": 0})
         return rows
 
+    def rerank_examples_about_others(self, people: int, negatives: int = 3) -> list[dict]:
+        """Reranking examples about the training people of a second world of ``people`` people, leaving out
+        every row that names one of this world's held-out people.
+
+        A cross-encoder learns to match the person in the query with the one in the passage only from many
+        different names; on a small world's few training people it memorises them instead.
+        """
+        others = SyntheticWorld(people=people, seed=self.seed + 1)
+        held_out = [person.name for person in self.test_people]
+        return [row for row in others.rerank_examples("train", negatives)
+                if not any(name in row["query"] or name in row["passage"] for name in held_out)]
+
     def sft_chats(self, split: str = "train") -> list[dict]:
         """Chats: a question about a person → the short answer."""
         return [
