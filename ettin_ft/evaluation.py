@@ -14,6 +14,7 @@ from .data.loading import BeirSplit
 
 TOKEN = re.compile(r"\w+")
 SHARED_METRICS = ("ndcg@10", "mrr@10", "recall@100")
+COLBERT_SCORE_BUDGET = 2**27  # float32 token scores per exact-MaxSim corpus chunk
 
 
 def bm25_tokenize(text: str) -> list[str]:
@@ -56,6 +57,9 @@ def retrieval_evaluator(kind: str, split: BeirSplit, name: str = "beir", batch_s
     if kind == "colbert":
         from pylate.evaluation import PyLateInformationRetrievalEvaluator
 
+        # Exact MaxSim scores every query token against every token of a whole corpus chunk at once (SciFact
+        # in one chunk: 35 GB); chunks keep queries × documents × 32 × 256 token scores near 512 MiB.
+        arguments["corpus_chunk_size"] = max(1, COLBERT_SCORE_BUDGET // (len(split.queries) * 32 * 256))
         return PyLateInformationRetrievalEvaluator(**arguments)
     raise ValueError(f"no retrieval evaluator for {kind!r}")
 

@@ -93,6 +93,23 @@ def test_colbert_from_python(pretrained_encoder, world_dir, tmp_path):
         torch.testing.assert_close(torch.as_tensor(a), torch.as_tensor(b))
 
 
+def test_colbert_evaluation_in_corpus_chunks_matches_one_chunk(pretrained_encoder, world_dir, monkeypatch):
+    """Exact MaxSim over a large corpus goes chunk by chunk (memory); the metrics must not change."""
+    from pylate import models
+
+    from ettin_ft import evaluation
+    from ettin_ft.data.loading import load_beir
+
+    split = load_beir(str(world_dir / "retrieval_eval"))
+    model = models.ColBERT(model_name_or_path=str(pretrained_encoder), document_length=64, device="cpu")
+    whole = evaluation.retrieval_evaluator("colbert", split)
+    monkeypatch.setattr(evaluation, "COLBERT_SCORE_BUDGET", len(split.queries) * 32 * 256 * 7)
+    chunked = evaluation.retrieval_evaluator("colbert", split)
+    assert whole.corpus_chunk_size >= len(split.corpus) and chunked.corpus_chunk_size == 7
+    expected = evaluation.shared_metrics(whole(model), whole.primary_metric)
+    assert evaluation.shared_metrics(chunked(model), chunked.primary_metric) == pytest.approx(expected)
+
+
 def test_rerank_from_python_with_bm25_mining(pretrained_encoder, world_dir, tmp_path):
     """Runs, evaluates before/after and reloads identically. (A tiny cross-encoder needs hundreds of steps
     on many different names before it matches them; tests/test_quickstart.py checks that it then improves.)"""
