@@ -175,14 +175,18 @@ def locate(name: str, arch: str | None = None) -> ModelRef:
     return ref
 
 
-def load_model(name: str, arch: str | None = None, **kwargs) -> PreTrainedModel:
-    """Load an Ettin encoder (masked LM) or decoder (causal LM) from a short name, hub id or folder."""
+def load_model(name: str, arch: str | None = None, wrong_arch_hint: str = "", **kwargs) -> PreTrainedModel:
+    """Load an Ettin encoder (masked LM) or decoder (causal LM) from a short name, hub id or folder.
+
+    ``wrong_arch_hint`` ends the error raised when the model is not the expected ``arch`` (say, which
+    command takes the other kind).
+    """
     ref = locate(name, arch)
     config = _load_config(ref)
     model_class = AutoModelForMaskedLM if arch_of(config) == "encoder" else AutoModelForCausalLM
     if arch and arch_of(config) != arch:
         raise EttinError(f"{ref.describe()} is an Ettin {arch_of(config)}, but {'an' if arch == 'encoder' else 'a'} {arch} "
-                         "was expected")
+                         f"was expected{wrong_arch_hint}")
     return model_class.from_pretrained(ref.path, revision=ref.revision, **kwargs)
 
 

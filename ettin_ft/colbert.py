@@ -18,8 +18,7 @@ from sentence_transformers import SentenceTransformerTrainer, SentenceTransforme
 
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
-from .evaluation import retrieval_evaluator
-from .recipe import (RecipeConfig, beir_split, evaluate, load_training_data, locate_model, model_kwargs,
+from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
                      parse_recipe, print_dry_run, recipe_runtime, train_and_save)
 
 KD_DATA = "lightonai/ms-marco-en-bge"
@@ -28,7 +27,7 @@ DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 16, "num_train
 
 
 @dataclass
-class ColbertConfig(RecipeConfig):
+class ColbertConfig(RetrievalConfig):
     objective: str = field(default="auto", metadata={"help": "auto (distillation when the data has teacher scores), distillation or contrastive"})
     queries: str | None = field(default=None, metadata={"help": "distillation: queries (query_id, text); default: the hub dataset's 'queries' subset"})
     documents: str | None = field(default=None, metadata={"help": "distillation: documents (document_id, text); default: the 'documents' subset"})
@@ -76,7 +75,7 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-    evaluators = {"beir": retrieval_evaluator("colbert", beir_split(config))} if config.eval_beir else {}
+    evaluators = evaluators_for("colbert", config)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
                                          data_collator=utils.ColBERTCollator(model.tokenize))
     train_and_save(model, trainer, config, args, lambda: evaluate(model, evaluators))

@@ -18,8 +18,7 @@ from sentence_transformers import losses, models
 from sentence_transformers.evaluation import SequentialEvaluator, TripletEvaluator
 
 from .errors import cli_entry
-from .evaluation import retrieval_evaluator
-from .recipe import (RecipeConfig, beir_split, evaluate, load_training_data, locate_model, model_kwargs,
+from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
                      parse_recipe, print_dry_run, recipe_runtime, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/msmarco-co-condenser-margin-mse-sym-mnrl-mean-v1", "triplet-hard", None)
@@ -29,7 +28,7 @@ DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 512, "num_trai
 
 
 @dataclass
-class DenseConfig(RecipeConfig):
+class DenseConfig(RetrievalConfig):
     pooling: str = field(default="auto", metadata={"help": "auto (mean for encoders, lasttoken for decoders), mean, cls or lasttoken"})
     mini_batch_size: int = field(default=16, metadata={"help": "CachedMNRL mini-batch (memory), not the effective batch"})
     matryoshka_dims: str | None = field(default=None, metadata={"help": "e.g. '768,512,256,128,64' to train Matryoshka embeddings"})
@@ -55,8 +54,7 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
     evaluators = {}
     if held_out is not None and "negative" in held_out.column_names:
         evaluators["held_out"] = TripletEvaluator(held_out["query"], held_out["positive"], held_out["negative"], name="held_out")
-    if config.eval_beir:
-        evaluators["beir"] = retrieval_evaluator("dense", beir_split(config))
+    evaluators.update(evaluators_for("dense", config))
     loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
     if config.matryoshka_dims:
         loss = losses.MatryoshkaLoss(model, loss, [int(d) for d in config.matryoshka_dims.split(",")])

@@ -1,4 +1,4 @@
-"""Retrieval evaluation on local BEIR folders, through the sentence-transformers and pylate evaluators.
+"""Retrieval evaluation on local BEIR folders and NanoBEIR, through the sentence-transformers and pylate evaluators.
 
 Every recipe reports the same three numbers, before and after training: NDCG@10, MRR@10 and Recall@100.
 Dense, sparse and ColBERT models retrieve over the whole corpus (ColBERT by exact MaxSim); the reranker
@@ -7,10 +7,12 @@ reranks the top 100 of a BM25 first stage, so its Recall@100 is that of BM25.
 
 from __future__ import annotations
 
+import os
 import re
 from rank_bm25 import BM25Okapi
 
-from .data.loading import BeirSplit
+from .data.loading import BeirSplit, reach_hub_dataset
+from .errors import EttinError
 
 TOKEN = re.compile(r"\w+")
 SHARED_METRICS = ("ndcg@10", "mrr@10", "recall@100")
@@ -57,11 +59,76 @@ def retrieval_evaluator(kind: str, split: BeirSplit, name: str = "beir", batch_s
     if kind == "colbert":
         from pylate.evaluation import PyLateInformationRetrievalEvaluator
 
-        # Exact MaxSim scores every query token against every token of a whole corpus chunk at once (SciFact
-        # in one chunk: 35 GB); chunks keep queries × documents × 32 × 256 token scores near 512 MiB.
-        arguments["corpus_chunk_size"] = max(1, COLBERT_SCORE_BUDGET // (len(split.queries) * 32 * 256))
+        arguments["corpus_chunk_size"] = colbert_corpus_chunk_size(len(split.queries))
         return PyLateInformationRetrievalEvaluator(**arguments)
     raise ValueError(f"no retrieval evaluator for {kind!r}")
+
+
+def colbert_corpus_chunk_size(num_queries: int) -> int:
+    """Exact MaxSim scores every query token against every token of a whole corpus chunk at once (SciFact in
+    one chunk: 35 GB); chunks keep queries × documents × 32 × 256 token scores near 512 MiB."""
+    return max(1, COLBERT_SCORE_BUDGET // (num_queries * 32 * 256))
+
+
+NANOBEIR_EN = "sentence-transformers/NanoBEIR-en"
+
+
+def nanobeir_names(sets: str) -> list[str] | None:
+    """The NanoBEIR sets ``sets`` names ("all": None, the libraries' default), or one clear error."""
+    from sentence_transformers.evaluation.NanoBEIREvaluator import DATASET_NAME_TO_HUMAN_READABLE
+
+    names = None if sets == "all" else [name.strip().lower() for name in sets.split(",") if name.strip()]
+    unknown = [name for name in names or [] if name not in DATASET_NAME_TO_HUMAN_READABLE]
+    if names == [] or unknown:
+        raise EttinError(f"--eval-nanobeir {sets!r}: expected 'all' or NanoBEIR names from "
+                         f"{', '.join(DATASET_NAME_TO_HUMAN_READABLE)}")
+    return names
+
+
+def nanobeir_evaluator(kind: str, sets: str = "all", dataset_id: str = NANOBEIR_EN, batch_size: int = 32):
+    """The library's NanoBEIR evaluator for a ``kind`` model over ``sets`` ("all" or names such as
+    "scifact,nfcorpus"), the mean of the sets as its main score; the reranker reranks each set's BM25 top 100.
+
+    ``dataset_id`` is the NanoBEIR collection (another language, or a local copy); pylate's ColBERT evaluator
+    always reads the zeta-alpha-ai/Nano* sets. Fails fast, in one line, when the sets cannot be loaded.
+    """
+    names = nanobeir_names(sets)
+    if kind == "colbert":
+        from pylate.evaluation.nano_beir_evaluator import MAPPING_DATASET_NAME_TO_ID
+
+        dataset_id = MAPPING_DATASET_NAME_TO_ID[(names or ["scifact"])[0]]
+    if not os.path.isdir(dataset_id):
+        try:
+            reach_hub_dataset(dataset_id)
+        except Exception as error:  # network failures surface as several httpx/OSError types
+            raise EttinError(f"cannot reach {dataset_id} on the Hugging Face hub for the NanoBEIR evaluation "
+                             f"({type(error).__name__}); evaluate on a local BEIR folder with --eval-beir instead") from None
+    arguments = dict(dataset_names=names, batch_size=batch_size, write_csv=False)
+    retrieval = dict(mrr_at_k=[10], ndcg_at_k=[10], precision_recall_at_k=[100], accuracy_at_k=[1], map_at_k=[100])
+    try:
+        if kind == "dense":
+            from sentence_transformers.evaluation import NanoBEIREvaluator
+
+            return NanoBEIREvaluator(dataset_id=dataset_id, **arguments, **retrieval)
+        if kind == "sparse":
+            from sentence_transformers.sparse_encoder.evaluation import SparseNanoBEIREvaluator
+
+            return SparseNanoBEIREvaluator(dataset_id=dataset_id, **arguments, **retrieval)
+        if kind == "colbert":
+            from pylate.evaluation import NanoBEIREvaluator as ColBERTNanoBEIREvaluator
+
+            evaluator = ColBERTNanoBEIREvaluator(**arguments, **retrieval)
+            for per_set in evaluator.evaluators:
+                per_set.corpus_chunk_size = colbert_corpus_chunk_size(len(per_set.queries))
+            return evaluator
+        if kind == "rerank":
+            from sentence_transformers.cross_encoder.evaluation import CrossEncoderNanoBEIREvaluator
+
+            return CrossEncoderNanoBEIREvaluator(dataset_id=dataset_id, rerank_k=100, always_rerank_positives=False,
+                                                 **arguments)
+    except ValueError as error:  # the evaluators report sets that fail to load as ValueError
+        raise EttinError(f"cannot load NanoBEIR from {dataset_id}: {error}") from None
+    raise ValueError(f"no NanoBEIR evaluator for {kind!r}")
 
 
 def bm25_candidates(split: BeirSplit, k: int = 100) -> dict[str, list[str]]:

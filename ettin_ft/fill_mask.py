@@ -28,7 +28,7 @@ def fill_mask(model, text: str, top_k: int = 5, tokenizer=None) -> list[tuple[st
     if text.count(mask) != 1:
         raise EttinError(f"the text must contain {mask} exactly once; found it {text.count(mask)} times in {text!r}")
     if name:
-        model = load_model(name, arch="encoder").eval()
+        model = load_model(name, arch="encoder", wrong_arch_hint=" (for a decoder use python -m ettin_ft.generate)").eval()
     encoded = tokenizer(text, return_tensors="pt").to(next(model.parameters()).device)
     with torch.inference_mode():
         logits = model(**encoded).logits[0]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.utils.logging import disable_progress_bar
 
-from .backbone import arch_of, choose_runtime, load_model, locate
+from .backbone import choose_runtime, load_model, load_tokenizer
 from .config import parse_config
 from .errors import EttinError, cli_entry
 
@@ -53,14 +53,8 @@ def load_generator(name: str, device: str | None = None):
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         model = PeftModel.from_pretrained(model, name)
     else:
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        ref = locate(name)  # once: load_model would locate and read the config again
-        if arch_of(AutoConfig.from_pretrained(ref.path, revision=ref.revision)) != "decoder":
-            raise EttinError(f"{ref.describe()} is an Ettin encoder; generation needs a decoder "
-                             "(for an encoder use python -m ettin_ft.fill_mask)")
-        model = AutoModelForCausalLM.from_pretrained(ref.path, revision=ref.revision)
-        tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision)
+        model = load_model(name, arch="decoder", wrong_arch_hint=" (for an encoder use python -m ettin_ft.fill_mask)")
+        tokenizer = load_tokenizer(name, arch="decoder")
     runtime = choose_runtime(device)
     return model.to(runtime.device).eval(), tokenizer
 

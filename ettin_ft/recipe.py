@@ -33,11 +33,25 @@ class RecipeConfig:
     column_mapping: str | None = field(default=None, metadata={"help": "rename data columns, e.g. 'question:query,answer:positive'"})
     max_samples: int | None = field(default=None, metadata={"help": "use at most this many training rows"})
     held_out: int = field(default=1000, metadata={"help": "training rows held out for the in-training evaluator"})
-    eval_beir: str | None = field(default=None, metadata={"help": "local BEIR folder to evaluate before and after training (e.g. ../shared/data/retrieval_eval/scifact)"})
-    eval_beir_split: str = field(default="test", metadata={"help": "qrels split of the BEIR folder"})
     max_seq_length: int | None = field(default=None, metadata={"help": "maximum tokens per text (default: the model's)"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, fp32 on CPU), bf16, fp16 or fp32"})
     attn_implementation: str = field(default="auto", metadata={"help": "auto (flash_attention_2 when installed on CUDA, else sdpa), sdpa or eager"})
+
+
+@dataclass
+class RetrievalConfig(RecipeConfig):
+    """What the encoder recipes add: retrieval evaluation before and after training."""
+
+    eval_beir: str | None = field(default=None, metadata={"help": "local BEIR folder to evaluate before and after training (e.g. ../shared/data/retrieval_eval/scifact)"})
+    eval_beir_split: str = field(default="test", metadata={"help": "qrels split of the BEIR folder"})
+    eval_nanobeir: str | None = field(default=None, metadata={"help": "evaluate on NanoBEIR (hub) before and after training: 'all' or names, e.g. 'scifact,nfcorpus'"})
+    nanobeir_dataset_id: str = field(default="sentence-transformers/NanoBEIR-en", metadata={"help": "the NanoBEIR collection: another language (e.g. lightonai/NanoBEIR-de) or a local copy (ColBERT always uses pylate's zeta-alpha-ai/Nano* sets)"})
+
+    def __post_init__(self):
+        if self.eval_nanobeir:  # before any model is loaded
+            from .evaluation import nanobeir_names
+
+            nanobeir_names(self.eval_nanobeir)
 
 
 def parse_recipe(config_class, arguments_class, defaults: dict[str, Any], argv, prog: str, description: str):
@@ -115,8 +129,21 @@ def model_kwargs(runtime) -> dict[str, Any]:
     return {"attn_implementation": runtime.attn_implementation}
 
 
+def evaluators_for(kind: str, config: RetrievalConfig) -> dict:
+    """The retrieval evaluators --eval-beir and --eval-nanobeir ask for, by the name metrics are reported under."""
+    from .evaluation import nanobeir_evaluator, retrieval_evaluator
+
+    evaluators = {}
+    if config.eval_beir:
+        evaluators["beir"] = retrieval_evaluator(kind, beir_split(config))
+    if config.eval_nanobeir:
+        evaluators["nanobeir"] = nanobeir_evaluator(kind, config.eval_nanobeir, config.nanobeir_dataset_id)
+    return evaluators
+
+
 def evaluate(model, evaluators: dict) -> dict[str, float]:
-    """Run the recipe's evaluators: the shared BEIR metrics, and each held-out evaluator's main score."""
+    """Run the recipe's evaluators: the shared BEIR metrics (NanoBEIR's prefixed "nanobeir_"), and each
+    held-out evaluator's main score."""
     from .evaluation import shared_metrics
 
     results = {}
@@ -124,12 +151,15 @@ def evaluate(model, evaluators: dict) -> dict[str, float]:
         raw = evaluator(model)
         if name == "beir":
             results.update(shared_metrics(raw, evaluator.primary_metric))
+        elif name == "nanobeir":
+            results.update({f"nanobeir_{metric}": value
+                            for metric, value in shared_metrics(raw, evaluator.primary_metric).items()})
         else:
             results[f"{name}_{evaluator.primary_metric.split('_')[-1]}"] = float(raw[evaluator.primary_metric])
     return results
 
 
-def beir_split(config: RecipeConfig):
+def beir_split(config: RetrievalConfig):
     return load_beir(config.eval_beir, config.eval_beir_split) if config.eval_beir else None
 
 

@@ -12,7 +12,7 @@ Evaluation reranks the BM25 top 100 of every query.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import datasets
 import torch
@@ -21,9 +21,9 @@ from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrain
 
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
-from .evaluation import BM25, rerank_evaluator, shared_metrics
-from .recipe import (RecipeConfig, beir_split, column_mapping, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, recipe_runtime, train_and_save)
+from .evaluation import BM25, rerank_evaluator
+from .recipe import (RetrievalConfig, beir_split, column_mapping, evaluate, evaluators_for, load_training_data, locate_model,
+                     model_kwargs, parse_recipe, print_dry_run, recipe_runtime, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/gooaq", None, 100_000)
 DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 64, "num_train_epochs": 1, "warmup_steps": 0.1,
@@ -31,7 +31,7 @@ DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 64, "num_train
 
 
 @dataclass
-class RerankConfig(RecipeConfig):
+class RerankConfig(RetrievalConfig):
     num_negatives: int = field(default=5, metadata={"help": "hard negatives per query (also the loss's pos_weight)"})
     mining_model: str = field(default="sentence-transformers/static-retrieval-mrl-en-v1",
                               metadata={"help": "embedding model for mine_hard_negatives, or 'bm25' (offline)"})
@@ -92,16 +92,17 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
         return model
     if config.num_negatives < 1:
         raise EttinError(f"--num-negatives must be at least 1, got {config.num_negatives}")
-    evaluator, first_stage_recall = rerank_evaluator(beir_split(config)) if config.eval_beir else (None, None)
+    evaluators = evaluators_for("rerank", replace(config, eval_beir=None))  # NanoBEIR; BEIR reranks BM25 below
+    if config.eval_beir:
+        evaluators["beir"], first_stage_recall = rerank_evaluator(beir_split(config))
 
-    def evaluate() -> dict:
-        if evaluator is None:
-            return {}
-        return {**shared_metrics(evaluator(model), evaluator.primary_metric), "recall@100": first_stage_recall}
+    def evaluate_reranker() -> dict:
+        results = evaluate(model, evaluators)
+        return {**results, "recall@100": first_stage_recall} if config.eval_beir else results
 
     loss = losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
-    train_and_save(model, trainer, config, args, evaluate)
+    train_and_save(model, trainer, config, args, evaluate_reranker)
     return model
 
 

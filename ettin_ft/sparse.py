@@ -15,8 +15,7 @@ from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTr
                                                   SparseEncoderTrainingArguments, losses, models)
 
 from .errors import cli_entry
-from .evaluation import retrieval_evaluator
-from .recipe import (RecipeConfig, beir_split, evaluate, load_training_data, locate_model, model_kwargs,
+from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
                      parse_recipe, print_dry_run, recipe_runtime, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/natural-questions", None, 100_000)
@@ -26,7 +25,7 @@ DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 16, "num_train
 
 
 @dataclass
-class SparseConfig(RecipeConfig):
+class SparseConfig(RetrievalConfig):
     query_regularizer_weight: float = field(default=5e-5, metadata={"help": "FLOPS regularizer weight on queries"})
     document_regularizer_weight: float = field(default=3e-5, metadata={"help": "FLOPS regularizer weight on documents"})
 
@@ -46,7 +45,7 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-    evaluators = {"beir": retrieval_evaluator("sparse", beir_split(config))} if config.eval_beir else {}
+    evaluators = evaluators_for("sparse", config)
     loss = losses.SpladeLoss(model, losses.SparseMultipleNegativesRankingLoss(model),
                              query_regularizer_weight=config.query_regularizer_weight,
                              document_regularizer_weight=config.document_regularizer_weight)

@@ -24,6 +24,38 @@ def pretrained_encoder(pretrained_tiny) -> Path:
     return pretrained_tiny("encoder")
 
 
+@pytest.fixture(scope="module")
+def nanobeir_copy(world_dir, tmp_path_factory) -> str:
+    """The world's BEIR split laid out as a local copy of sentence-transformers/NanoBEIR-en ("NanoSciFact"),
+    BM25 top 100 included: NanoBEIR evaluation of it must give the --eval-beir metrics."""
+    import datasets
+
+    from ettin_ft.data.loading import load_beir
+    from ettin_ft.evaluation import bm25_candidates
+
+    split = load_beir(str(world_dir / "retrieval_eval"))
+    folder = tmp_path_factory.mktemp("nanobeir")
+    subsets = {
+        "corpus": [{"_id": i, "text": text} for i, text in split.documents().items()],
+        "queries": [{"_id": i, "text": text} for i, text in split.queries.items()],
+        "qrels": [{"query-id": q, "corpus-id": d} for q, docs in split.qrels.items() for d in docs],
+        "bm25": [{"query-id": q, "corpus-ids": docs} for q, docs in bm25_candidates(split, 100).items()],
+    }
+    configs = ""
+    for subset, rows in subsets.items():
+        (folder / subset).mkdir()
+        datasets.Dataset.from_list(rows).to_parquet(str(folder / subset / "NanoSciFact.parquet"))
+        configs += f"- config_name: {subset}\n  data_files:\n  - split: NanoSciFact\n    path: {subset}/NanoSciFact.parquet\n"
+    (folder / "README.md").write_text(f"---\nconfigs:\n{configs}---\n")
+    return str(folder)
+
+
+def assert_nanobeir_matches_beir(metrics, metric_names=("ndcg@10", "mrr@10")):
+    for stage in ("before", "after"):
+        for name in metric_names:
+            assert metrics[stage][f"nanobeir_{name}"] == pytest.approx(metrics[stage][name]), (stage, name, metrics)
+
+
 def common(output_dir, steps, batch=16, lr=5e-4):
     return dict(output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
                 warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0)
@@ -43,35 +75,39 @@ def check_run(output_dir, metric="ndcg@10"):
     return metrics
 
 
-def test_dense_from_python(pretrained_encoder, world_dir, tmp_path):
+def test_dense_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_path):
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 
     from ettin_ft.dense import DenseConfig, train_dense
 
     config = DenseConfig(model=str(pretrained_encoder), data=str(world_dir / "retrieval_train.jsonl"), held_out=20,
-                         eval_beir=str(world_dir / "retrieval_eval"))
+                         eval_beir=str(world_dir / "retrieval_eval"), eval_nanobeir="scifact",
+                         nanobeir_dataset_id=nanobeir_copy)
     args = SentenceTransformerTrainingArguments(**common(tmp_path / "dense", steps=30, lr=3e-4), batch_sampler="no_duplicates")
     model = train_dense(config, args)
     metrics = check_run(tmp_path / "dense")
     assert set(metrics["after"]) >= {"ndcg@10", "mrr@10", "recall@100", "held_out_accuracy"}
+    assert_nanobeir_matches_beir(metrics, ("ndcg@10", "mrr@10", "recall@100"))
     reloaded = SentenceTransformer(str(tmp_path / "dense" / "final"), device="cpu")
     texts = ["Where was Alice born?", "Alice Rae Ingram was born in Lisbon."]
     torch.testing.assert_close(model.encode(texts, convert_to_tensor=True), reloaded.encode(texts, convert_to_tensor=True))
     assert (tmp_path / "dense" / "final" / "README.md").exists()  # the library's model card
 
 
-def test_sparse_from_python(pretrained_encoder, world_dir, tmp_path):
+def test_sparse_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_path):
     from sentence_transformers.sparse_encoder import SparseEncoder, SparseEncoderTrainingArguments
 
     from ettin_ft.sparse import SparseConfig, train_sparse
 
     config = SparseConfig(model=str(pretrained_encoder), data=str(world_dir / "retrieval_train.jsonl"),
-                          eval_beir=str(world_dir / "retrieval_eval"))
+                          eval_beir=str(world_dir / "retrieval_eval"), eval_nanobeir="scifact",
+                          nanobeir_dataset_id=nanobeir_copy)
     args = SparseEncoderTrainingArguments(**common(tmp_path / "sparse", steps=150, batch=32, lr=5e-4),
                                           batch_sampler="no_duplicates")
     model = train_sparse(config, args)
     metrics = check_run(tmp_path / "sparse")
     assert metrics["after"]["query_active_dims"] > 0 and metrics["after"]["corpus_active_dims"] > 0
+    assert_nanobeir_matches_beir(metrics)
     reloaded = SparseEncoder(str(tmp_path / "sparse" / "final"), device="cpu")
     texts = ["Where was Alice born?"]
     torch.testing.assert_close(model.encode(texts, convert_to_tensor=True).to_dense(),
@@ -110,7 +146,7 @@ def test_colbert_evaluation_in_corpus_chunks_matches_one_chunk(pretrained_encode
     assert evaluation.shared_metrics(chunked(model), chunked.primary_metric) == pytest.approx(expected)
 
 
-def test_rerank_from_python_with_bm25_mining(pretrained_encoder, world_dir, tmp_path):
+def test_rerank_from_python_with_bm25_mining(pretrained_encoder, world_dir, nanobeir_copy, tmp_path):
     """Runs, evaluates before/after and reloads identically. (A tiny cross-encoder needs hundreds of steps
     on many different names before it matches them; tests/test_quickstart.py checks that it then improves.)"""
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainingArguments
@@ -118,10 +154,13 @@ def test_rerank_from_python_with_bm25_mining(pretrained_encoder, world_dir, tmp_
     from ettin_ft.rerank import RerankConfig, train_rerank
 
     config = RerankConfig(model=str(pretrained_encoder), data=str(world_dir / "retrieval_train.jsonl"),
-                          mining_model="bm25", num_negatives=3, eval_beir=str(world_dir / "retrieval_eval"))
+                          mining_model="bm25", num_negatives=3, eval_beir=str(world_dir / "retrieval_eval"),
+                          eval_nanobeir="scifact", nanobeir_dataset_id=nanobeir_copy)
     model = train_rerank(config, CrossEncoderTrainingArguments(**common(tmp_path / "rerank", steps=20, lr=2e-4)))
     metrics = json.loads((tmp_path / "rerank" / "metrics.json").read_text())
-    assert set(metrics["before"]) == set(metrics["after"]) == {"ndcg@10", "mrr@10", "recall@100"}
+    assert set(metrics["before"]) == set(metrics["after"]) == {"ndcg@10", "mrr@10", "recall@100", "nanobeir_ndcg@10",
+                                                               "nanobeir_mrr@10"}
+    assert_nanobeir_matches_beir(metrics)  # the same BM25 top 100, reranked by the same model
     assert metrics["after"]["recall@100"] == metrics["before"]["recall@100"]  # the BM25 first stage
     assert all(math.isfinite(loss) for loss in logged_losses(tmp_path / "rerank"))
     reloaded = CrossEncoder(str(tmp_path / "rerank" / "final"), device="cpu")
@@ -180,6 +219,11 @@ def test_bad_inputs(pretrained_encoder, tiny_decoder_dir, world_dir, tmp_path, c
     assert status == 2 and "is an Ettin decoder; the sparse recipe needs an encoder" in err[-1]
     status, err, _ = run_cli_main("rerank", capsys, "--model", "150m", "--output-dir", out)
     assert status == 2 and "jhu-clsp/ettin-encoder-150m" in err[-1]
+    training = ("--model", str(pretrained_encoder), "--data", str(world_dir / "retrieval_train.jsonl"), "--output-dir", out)
+    status, err, _ = run_cli_main("dense", capsys, *training, "--eval-nanobeir", "scifact,nosuchset")
+    assert status == 2 and len(err) == 1 and "expected 'all' or NanoBEIR names" in err[0], err  # before loading
+    status, err, _ = run_cli_main("colbert", capsys, *training, "--eval-nanobeir", "scifact")  # the hub is unreachable
+    assert status == 2 and "cannot reach zeta-alpha-ai/NanoSciFact" in err[-1] and "--eval-beir" in err[-1], err
     assert not Path(out).exists()
 
 
@@ -208,3 +252,5 @@ def test_shipped_recipe_configs_parse(name, module, config_class, arguments_clas
     config, args, _, _ = parse_recipe(getattr(recipe, config_class), getattr(recipe, arguments_class), recipe.DEFAULTS,
                                       ["--config", str(REPO / "configs" / f"{name}.yaml")], name, "")
     assert config.model == "150m" and args.learning_rate == learning_rate and args.output_dir == f"runs/{name}"
+    if module != "sft":
+        assert config.eval_nanobeir == "all"  # the encoder recipes' release configs report NanoBEIR

@@ -168,6 +168,11 @@ def test_generate_command_line(full_sft, capsys):
     assert status == 0 and sampled.strip(), err
 
 
+def test_generate_refuses_an_encoder(pretrained_tiny, capsys):
+    status, err, _ = run_cli_main("generate", capsys, "--model", str(pretrained_tiny("encoder")), "--prompt", "Hi")
+    assert status == 2 and len(err) == 1 and "is an Ettin encoder" in err[0] and "ettin_ft.fill_mask" in err[0], err
+
+
 def test_fill_mask(pretrained_tiny, capsys):
     from ettin_ft.fill_mask import fill_mask
 
@@ -179,4 +184,4 @@ def test_fill_mask(pretrained_tiny, capsys):
     status, err, _ = run_cli_main("fill_mask", capsys, "--model", encoder, "No mask here.")
     assert status == 2 and "exactly once" in err[0]
     status, err, _ = run_cli_main("fill_mask", capsys, "--model", str(pretrained_tiny("decoder")), "A [MASK].")
-    assert status == 2 and len(err) == 1 and "decoder" in err[0]
+    assert status == 2 and len(err) == 1 and "is an Ettin decoder" in err[0] and "ettin_ft.generate" in err[0], err

@@ -86,16 +86,22 @@ def is_beir_folder(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "corpus.jsonl")) and os.path.isfile(os.path.join(path, "queries.jsonl"))
 
 
+def reach_hub_dataset(repo: str, revision: str | None = None) -> None:
+    """One quick request for a hub dataset, raising the client's error: loading it would retry for
+    minutes when offline. Nothing to check when HF_HUB_OFFLINE asks for the local cache."""
+    from huggingface_hub import HfApi
+
+    from ..backbone import hub_offline
+
+    if not hub_offline():
+        HfApi().dataset_info(repo, revision=revision, timeout=10)
+
+
 def _load_hub(name: str, config_name: str | None, split: str, streaming: bool):
     repo = name.split("@")[0]
     revision = name.split("@")[1] if "@" in name else None
     try:
-        from huggingface_hub import HfApi
-
-        from ..backbone import hub_offline
-
-        if not hub_offline():
-            HfApi().dataset_info(repo, revision=revision, timeout=10)
+        reach_hub_dataset(repo, revision)
         return datasets.load_dataset(repo, config_name, split=split, revision=revision, streaming=streaming)
     except Exception as error:
         raise EttinError(
