@@ -5,10 +5,11 @@
    ../shared/data/retrieval_pairs (PubMedQA by default), evaluating on SciFact before and after (the
    recipe's --eval-beir), then the same untrained and trained models on Cranfield; NDCG@10 beside BM25
    (the reranker reranks the BM25 top 100).
-3. Run the plain sentence-transformers / pylate training script with the same model, loss, data and
-   arguments, and compare training samples/s (each run in its own subprocess, one after the other).
+3. Time training alone: ``python -m ettin_ft.<recipe>`` (no evaluation) and the plain sentence-transformers /
+   pylate script a user would write, with the same model, loss, data and arguments, each in its own
+   subprocess, alternating, ``--timing-repeats`` times; compare mean training samples/s.
 
-    python benchmarks/recipes_quality.py --pretrain-steps 600 --steps 60
+    python benchmarks/recipes_quality.py --work-dir runs/recipes-quality --max-seq-length 128
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import importlib
 import json
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -25,11 +27,13 @@ from worker import report, run, run_worker
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 EVAL_SETS = ("scifact", "cranfield")
-RECIPES = {  # recipe → (batch, learning rate, extra flags)
-    "dense": (32, 3e-4, ["--batch-sampler", "no_duplicates"]),
-    "sparse": (32, 5e-4, ["--batch-sampler", "no_duplicates"]),
-    "colbert": (16, 1e-3, ["--document-length", "180"]),
-    "rerank": (16, 3e-4, ["--mining-model", "bm25", "--num-negatives", "3"]),
+RECIPES = {  # recipe → (batch, learning rate, training steps, extra flags)
+    "dense": (32, 3e-4, 300, ["--batch-sampler", "no_duplicates"]),
+    # 16k-vocabulary logits make SPLADE steps ~10x slower; 150 steps did no better than 60 here.
+    "sparse": (32, 5e-4, 60, ["--batch-sampler", "no_duplicates"]),
+    "colbert": (16, 1e-3, 300, ["--document-length", "180"]),
+    # A tiny cross-encoder sits on its loss plateau for hundreds of steps before it learns (see the quickstart).
+    "rerank": (32, 1e-3, 1000, ["--mining-model", "bm25", "--num-negatives", "3"]),
 }
 
 
@@ -39,7 +43,7 @@ def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
 
     from ettin_ft.data.loading import load_data
 
-    batch, lr, _ = RECIPES[recipe]
+    batch, lr, _, _ = RECIPES[recipe]
     pairs = load_data(data, columns=["query", "positive"]).select_columns(["query", "positive"])
     common = dict(output_dir=tempfile.mkdtemp(), max_steps=args.steps, per_device_train_batch_size=batch,
                   learning_rate=lr, warmup_steps=0, save_strategy="no", report_to="none", use_cpu=True, seed=0,
@@ -121,12 +125,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--pretrain-steps", type=int, default=600)
-    parser.add_argument("--steps", type=int, default=60, help="training steps per recipe")
+    parser.add_argument("--steps", type=int, default=None, help="training steps for every recipe (default: each recipe's own)")
+    parser.add_argument("--timing-steps", type=int, default=30, help="training steps of each timing run")
+    parser.add_argument("--timing-repeats", type=int, default=2, help="timing runs per side, alternating")
     parser.add_argument("--data", default=str(SHARED / "retrieval_pairs" / "pubmedqa_pqal.jsonl"))
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--work-dir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
-    parser.add_argument("--max-seq-length", type=int, default=256, help="tokens per text, both sides")
+    parser.add_argument("--max-seq-length", type=int, default=128, help="tokens per text, both sides")
     parser.add_argument("--plain", choices=list(RECIPES), help=argparse.SUPPRESS)  # internal: one plain-script run
     parser.add_argument("--evaluate", choices=list(RECIPES), help=argparse.SUPPRESS)  # internal: one evaluation
     parser.add_argument("--eval-set", help=argparse.SUPPRESS)
@@ -156,43 +162,53 @@ def main() -> None:
         bm25[name] = ranking_metrics(bm25_candidates(split, 100), split.qrels)["ndcg@10"]
     rows = []
     for recipe in args.recipes.split(","):
-        batch, lr, extra = RECIPES[recipe]
+        batch, lr, steps, extra = RECIPES[recipe]
+        steps = args.steps or steps
+
+        def ettin_command(output_dir: Path, steps: int, evaluate: bool) -> list[str]:
+            return [sys.executable, "-m", f"ettin_ft.{recipe}", "--model", str(encoder), "--data", args.data,
+                    *(["--eval-beir", str(SHARED / "retrieval_eval" / EVAL_SETS[0])] if evaluate else []),
+                    "--output-dir", str(output_dir), "--max-steps", str(steps), "--per-device-train-batch-size",
+                    str(batch), "--learning-rate", str(lr), "--warmup-steps", "0", "--max-seq-length",
+                    str(args.max_seq_length), "--save-strategy", "no", "--report-to", "none", "--seed", "0",
+                    "--disable-tqdm", "true", *extra]
+
         out = work / recipe
         if not (out / "metrics.json").exists():
-            run([sys.executable, "-m", f"ettin_ft.{recipe}", "--model", str(encoder), "--data", args.data,
-                 "--eval-beir", str(SHARED / "retrieval_eval" / EVAL_SETS[0]), "--output-dir", str(out),
-                 "--max-steps", str(args.steps), "--per-device-train-batch-size", str(batch), "--learning-rate",
-                 str(lr), "--warmup-steps", "0", "--max-seq-length", str(args.max_seq_length), "--save-strategy", "no",
-                 "--report-to", "none", "--seed", "0", "--disable-tqdm", "true", *extra])
+            run(ettin_command(out, steps, evaluate=True))
         metrics = json.loads((out / "metrics.json").read_text())
-        history = [json.loads(line) for line in (out / "log_history.jsonl").read_text().splitlines()]
-        row = {"recipe": recipe, EVAL_SETS[0]: (metrics["before"]["ndcg@10"], metrics["after"]["ndcg@10"]),
-               "ettin_samples_per_second": next(r["train_samples_per_second"] for r in history
-                                                if "train_samples_per_second" in r)}
+        row = {"recipe": recipe, "steps": steps, EVAL_SETS[0]: (metrics["before"]["ndcg@10"], metrics["after"]["ndcg@10"])}
         for name in EVAL_SETS[1:]:  # the same two models (untrained, trained) on the other sets
             row[name] = tuple(run_worker([sys.executable, __file__, "--evaluate", recipe, "--model-dir", model,
                                           "--eval-set", name, "--max-seq-length", str(args.max_seq_length),
                                           "--trained", trained])
                               for model, trained in ((str(encoder), "no"), (str(out / "final"), "yes")))
-        row["plain_samples_per_second"] = run_worker([sys.executable, __file__, "--plain", recipe, "--model-dir",
-                                                      str(encoder), "--data", args.data, "--steps", str(args.steps),
-                                                      "--max-seq-length", str(args.max_seq_length)])
-        row["ratio"] = row["ettin_samples_per_second"] / row["plain_samples_per_second"]
+        ettin, plain = [], []
+        for _ in range(args.timing_repeats):  # alternating, so drifts in machine speed hit both sides alike
+            timing = Path(tempfile.mkdtemp(prefix=f"timing-{recipe}-")) / "run"
+            run(ettin_command(timing, args.timing_steps, evaluate=False))
+            history = [json.loads(line) for line in (timing / "log_history.jsonl").read_text().splitlines()]
+            ettin.append(next(r["train_samples_per_second"] for r in history if "train_samples_per_second" in r))
+            plain.append(run_worker([sys.executable, __file__, "--plain", recipe, "--model-dir", str(encoder), "--data",
+                                     args.data, "--steps", str(args.timing_steps), "--max-seq-length",
+                                     str(args.max_seq_length)]))
+        row.update(ettin_samples_per_second=ettin, plain_samples_per_second=plain,
+                   ratio=statistics.mean(ettin) / statistics.mean(plain))
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    print(f"\n{args.size} encoder pretrained {args.pretrain_steps} steps on ../shared/data/pretrain; each recipe "
-          f"{args.steps} steps on {os.path.basename(args.data)}; NDCG@10 before -> after\n")
-    print("| recipe | SciFact | Cranfield | ettin-ft samples/s | plain script samples/s | ratio |")
-    print("|---|---|---|---|---|---|")
-    print(f"| BM25 (baseline) | {bm25['scifact']:.3f} | {bm25['cranfield']:.3f} | | | |")
+    print(f"\n{args.size} encoder pretrained {args.pretrain_steps} steps on ../shared/data/pretrain; recipes trained on "
+          f"{os.path.basename(args.data)}, {args.max_seq_length} tokens per text; NDCG@10 before -> after; training "
+          f"samples/s: mean of {args.timing_repeats} alternating runs of {args.timing_steps} steps per side\n")
+    print("| recipe | steps | SciFact | Cranfield | ettin-ft samples/s | plain script samples/s | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| BM25 (baseline) | | {bm25['scifact']:.3f} | {bm25['cranfield']:.3f} | | | |")
     for r in rows:
-        print(f"| {r['recipe']} | {r['scifact'][0]:.3f} → {r['scifact'][1]:.3f} | {r['cranfield'][0]:.3f} → "
-              f"{r['cranfield'][1]:.3f} | {r['ettin_samples_per_second']:.1f} | {r['plain_samples_per_second']:.1f} | "
-              f"{r['ratio']:.2f}x |")
+        print(f"| {r['recipe']} | {r['steps']} | {r['scifact'][0]:.3f} → {r['scifact'][1]:.3f} | {r['cranfield'][0]:.3f} → "
+              f"{r['cranfield'][1]:.3f} | {' / '.join(f'{v:.1f}' for v in r['ettin_samples_per_second'])} | "
+              f"{' / '.join(f'{v:.1f}' for v in r['plain_samples_per_second'])} | {r['ratio']:.2f}× |")
     if args.output:
         Path(args.output).write_text(json.dumps({"bm25": bm25, "rows": rows}, indent=2))
-
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from sentence_transformers import SentenceTransformerTrainer, SentenceTransforme
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, recipe_runtime, train_and_save)
+                     parse_recipe, print_dry_run, seeded_runtime, train_and_save)
 
 KD_DATA = "lightonai/ms-marco-en-bge"
 DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 16, "num_train_epochs": 1,
@@ -59,7 +59,7 @@ def distillation_data(config: ColbertConfig):
 
 def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a ColBERT model as ``config`` says; returns the trained pylate ColBERT."""
-    runtime = recipe_runtime(config, runtime)
+    runtime = seeded_runtime(config, args, runtime)
     model = build_model(config, runtime)
     objective = config.objective
     if objective == "auto":

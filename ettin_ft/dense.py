@@ -19,7 +19,7 @@ from sentence_transformers.evaluation import SequentialEvaluator, TripletEvaluat
 
 from .errors import cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, recipe_runtime, train_and_save)
+                     parse_recipe, print_dry_run, seeded_runtime, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/msmarco-co-condenser-margin-mse-sym-mnrl-mean-v1", "triplet-hard", None)
 DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 512, "num_train_epochs": 1,
@@ -45,7 +45,7 @@ def build_model(config: DenseConfig, runtime) -> SentenceTransformer:
 
 def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a dense embedder as ``config`` says; returns the trained SentenceTransformer."""
-    runtime = recipe_runtime(config, runtime)
+    runtime = seeded_runtime(config, args, runtime)
     model = build_model(config, runtime)
     train, held_out = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
     if dry_run:

@@ -77,6 +77,15 @@ def recipe_runtime(config: RecipeConfig, runtime=None):
     return runtime or choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation)
 
 
+def seeded_runtime(config: RecipeConfig, args, runtime=None):
+    """Seed from --seed before any model is built, so that the new layers recipes add (ColBERT's projection,
+    the reranker's head, chat-token embeddings) and hence the "before" metrics repeat; then the runtime."""
+    from transformers import set_seed
+
+    set_seed(args.seed)
+    return recipe_runtime(config, runtime)
+
+
 def column_mapping(config: RecipeConfig) -> dict[str, str] | None:
     if not config.column_mapping:
         return None

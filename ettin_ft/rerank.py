@@ -23,7 +23,7 @@ from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import BM25, rerank_evaluator
 from .recipe import (RetrievalConfig, beir_split, column_mapping, evaluate, evaluators_for, load_training_data, locate_model,
-                     model_kwargs, parse_recipe, print_dry_run, recipe_runtime, train_and_save)
+                     model_kwargs, parse_recipe, print_dry_run, seeded_runtime, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/gooaq", None, 100_000)
 DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 64, "num_train_epochs": 1, "warmup_steps": 0.1,
@@ -81,7 +81,7 @@ def training_pairs(config: RerankConfig) -> datasets.Dataset:
 
 def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runtime=None, dry_run=False):
     """Train a cross-encoder reranker as ``config`` says; returns the trained CrossEncoder."""
-    runtime = recipe_runtime(config, runtime)
+    runtime = seeded_runtime(config, args, runtime)
     ref, _ = locate_model(config, "rerank")
     pooling = {"classifier_pooling": config.classifier_pooling} if config.classifier_pooling else {}
     model = CrossEncoder(ref.path, num_labels=1, revision=ref.revision, max_length=config.max_seq_length,

@@ -27,7 +27,7 @@ from .data.loading import validate_chats
 from .errors import EttinError, cli_entry
 from .generate import generate
 from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, output_folder, parse_recipe,
-                     print_dry_run, recipe_runtime, save_final, write_results)
+                     print_dry_run, seeded_runtime, save_final, write_results)
 
 DEFAULT_DATA = ("trl-lib/Capybara", None, None)
 DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8,
@@ -188,7 +188,7 @@ def save_with_tokenizer(model, tokenizer, output_dir: str, name: str = "final") 
 
 def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=False):
     """Fine-tune a decoder as ``config`` says; returns the trained model (PeftModel with --lora, merged with --merge)."""
-    runtime = recipe_runtime(config, runtime)
+    runtime = seeded_runtime(config, args, runtime)
     if (config.merge or config.load_in_4bit) and not config.lora:
         raise EttinError("--merge and --load-in-4bit apply to LoRA training; add --lora")
     train, held_out, fmt = load_sft_data(config)

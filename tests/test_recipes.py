@@ -168,6 +168,18 @@ def test_rerank_from_python_with_bm25_mining(pretrained_encoder, world_dir, nano
     assert model.predict(pairs) == pytest.approx(reloaded.predict(pairs), abs=1e-5)
 
 
+def test_new_layers_start_from_the_seed(pretrained_encoder, world_dir, tmp_path, capsys):
+    """ColBERT's projection is new: with the same --seed two runs start (and so evaluate "before") alike."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    from ettin_ft.colbert import ColbertConfig, train_colbert
+
+    config = ColbertConfig(model=str(pretrained_encoder), data=str(world_dir / "retrieval_train.jsonl"))
+    built = [train_colbert(config, SentenceTransformerTrainingArguments(output_dir=str(tmp_path), seed=seed, use_cpu=True),
+                           dry_run=True)[1].linear.weight for seed in (3, 3, 4)]
+    assert torch.equal(built[0], built[1]) and not torch.equal(built[0], built[2])
+
+
 def test_bm25_miner_labels_and_margin(world):
     """Negatives score below 95% of the positive; near-duplicates of the positive are left out."""
     import datasets
