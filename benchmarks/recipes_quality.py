@@ -185,9 +185,10 @@ def main() -> None:
                               for model, trained in ((str(encoder), "no"), (str(out / "final"), "yes")))
         ettin, plain = [], []
         for _ in range(args.timing_repeats):  # alternating, so drifts in machine speed hit both sides alike
-            timing = Path(tempfile.mkdtemp(prefix=f"timing-{recipe}-")) / "run"
-            run(ettin_command(timing, args.timing_steps, evaluate=False))
-            history = [json.loads(line) for line in (timing / "log_history.jsonl").read_text().splitlines()]
+            with tempfile.TemporaryDirectory(prefix=f"timing-{recipe}-") as scratch:
+                run(ettin_command(Path(scratch) / "run", args.timing_steps, evaluate=False))
+                log = (Path(scratch) / "run" / "log_history.jsonl").read_text()
+            history = [json.loads(line) for line in log.splitlines()]
             ettin.append(next(r["train_samples_per_second"] for r in history if "train_samples_per_second" in r))
             plain.append(run_worker([sys.executable, __file__, "--plain", recipe, "--model-dir", str(encoder), "--data",
                                      args.data, "--steps", str(args.timing_steps), "--max-seq-length",
