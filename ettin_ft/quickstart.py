@@ -68,15 +68,15 @@ class Quickstart:
 
     def prepare_world(self) -> None:
         """The synthetic world and one tokenizer for both models (the Ettin pair shares its tokenizer)."""
-        from .data.synthetic import SyntheticWorld
+        from .data.synthetic import SyntheticWorld, write_jsonl
         from .tokenizer import train_tokenizer
 
         if os.path.isfile(self.path("tokenizer", "tokenizer.json")):
             return
         world = SyntheticWorld(people=self.config.people, seed=self.config.seed)
         world.write(self.world)
-        with open(os.path.join(self.world, "rerank_train_others.jsonl"), "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in world.rerank_examples_about_others(self.config.rerank_people))
+        write_jsonl(os.path.join(self.world, "rerank_train_others.jsonl"),
+                    world.rerank_examples_about_others(self.config.rerank_people))
         staging = self.path(".staging-tokenizer")
         train_tokenizer(world.pretraining_texts(), vocab_size=self.config.vocab_size).save_pretrained(staging)
         os.replace(staging, self.path("tokenizer"))

@@ -21,6 +21,7 @@ from typing import Any
 from .backbone import arch_of, choose_runtime, locate
 from .config import dump_yaml, parse_config, plain, to_dict
 from .data.loading import load_beir, load_data
+from .evaluation import NANOBEIR_EN
 from .errors import EttinError
 
 
@@ -45,7 +46,7 @@ class RetrievalConfig(RecipeConfig):
     eval_beir: str | None = field(default=None, metadata={"help": "local BEIR folder to evaluate before and after training (e.g. ../shared/data/retrieval_eval/scifact)"})
     eval_beir_split: str = field(default="test", metadata={"help": "qrels split of the BEIR folder"})
     eval_nanobeir: str | None = field(default=None, metadata={"help": "evaluate on NanoBEIR (hub) before and after training: 'all' or names, e.g. 'scifact,nfcorpus'"})
-    nanobeir_dataset_id: str = field(default="sentence-transformers/NanoBEIR-en", metadata={"help": "the NanoBEIR collection: another language (e.g. lightonai/NanoBEIR-de) or a local copy (ColBERT always uses pylate's zeta-alpha-ai/Nano* sets)"})
+    nanobeir_dataset_id: str = field(default=NANOBEIR_EN, metadata={"help": "the NanoBEIR collection: another language (e.g. lightonai/NanoBEIR-de) or a local copy (ColBERT always uses pylate's zeta-alpha-ai/Nano* sets)"})
 
     def __post_init__(self):
         if self.eval_nanobeir:  # before any model is loaded

@@ -284,22 +284,27 @@ class SyntheticWorld:
         os.makedirs(output_dir, exist_ok=True)
         paths = {}
 
-        def write_jsonl(name: str, rows: list[dict]) -> None:
-            paths[name] = os.path.join(output_dir, f"{name}.jsonl")
-            with open(paths[name], "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        def write_named(name: str, rows: list[dict]) -> None:
+            paths[name] = write_jsonl(os.path.join(output_dir, f"{name}.jsonl"), rows)
 
         paths["pretrain"] = os.path.join(output_dir, "pretrain.txt")
         with open(paths["pretrain"], "w", encoding="utf-8") as handle:
             handle.writelines(text + "\n" for text in self.pretraining_texts())
-        write_jsonl("world", [asdict(p) | {"split": "train" if p in self.train_people else "test"} for p in self.people])
+        write_named("world", [asdict(p) | {"split": "train" if p in self.train_people else "test"} for p in self.people])
         for split in ("train", "test"):
-            write_jsonl(f"retrieval_{split}", self.retrieval_pairs(split))
-            write_jsonl(f"rerank_{split}", self.rerank_examples(split))
-            write_jsonl(f"sft_{split}", self.sft_chats(split))
-            write_jsonl(f"claims_{split}", self.claims(split))
+            write_named(f"retrieval_{split}", self.retrieval_pairs(split))
+            write_named(f"rerank_{split}", self.rerank_examples(split))
+            write_named(f"sft_{split}", self.sft_chats(split))
+            write_named(f"claims_{split}", self.claims(split))
         paths["retrieval_eval"] = write_beir(os.path.join(output_dir, "retrieval_eval"), **self.beir("test"))
         return paths
+
+
+def write_jsonl(path: str, rows: list[dict]) -> str:
+    """One JSON object per line; returns ``path``."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return path
 
 
 def write_beir(folder: str, corpus: dict, queries: dict, qrels: dict, split: str = "test") -> str:
