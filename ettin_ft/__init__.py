@@ -35,6 +35,7 @@ _EXPORTS = {
     "train_sparse": ".sparse",
     "train_rerank": ".rerank",
     "train_sft": ".sft",
+    "train_classify": ".classify",
     "load_generator": ".generate",
     "add_chat_support": ".backbone",
 }

@@ -26,6 +26,9 @@ from .models import ARCHS, LOCAL_WINDOW, VOCAB_SIZE, ModelRef, layer_types, reso
 # The Ettin special tokens (ModernBERT tokenizer): [CLS] doubles as BOS, [SEP] as EOS.
 ETTIN_SPECIAL_IDS = {"cls": 50281, "sep": 50282, "pad": 50283, "mask": 50284}
 
+# LoRA targets: the attention and MLP linear layers (the encoder fuses q/k/v into Wqkv).
+LORA_TARGET_MODULES = {"encoder": "Wqkv,Wo,Wi", "decoder": "q_proj,k_proj,v_proj,Wo,Wi"}
+
 # RoPE theta (global, local) per training context: 1024-token pretraining, then 8k context extension.
 ROPE_THETA = {1024: (10_000.0, 10_000.0), 8192: (160_000.0, 10_000.0)}
 

@@ -178,3 +178,35 @@ def shared_metrics(raw: dict[str, float], primary_metric: str) -> dict[str, floa
     picked.update({dims: float(value) for key, value in raw.items()
                    for dims in ("query_active_dims", "corpus_active_dims") if key.endswith(dims)})
     return picked
+
+
+# ------------------------------------------------------------------------------------------ classification
+
+
+def _correlation(function, predictions, labels) -> float:
+    """A correlation, taken as 0 for constant predictions (undefined there: the majority baseline)."""
+    if len(set(predictions)) < 2 or len(set(labels)) < 2:
+        return 0.0
+    return float(function(predictions, labels)[0])
+
+
+def classification_metrics(predictions, labels, extra: tuple[str, ...] = (), regression: bool = False) -> dict[str, float]:
+    """Accuracy and macro-F1 (plus ``extra``: "matthews" for CoLA, "f1" of class 1 for MRPC/QQP), or for
+    regression Pearson and Spearman correlation and the mean squared error; computed locally."""
+    predictions = [p.item() if hasattr(p, "item") else p for p in predictions]  # numpy scalars → JSON-safe
+    labels = list(labels)
+    if regression:
+        from scipy.stats import pearsonr, spearmanr
+
+        return {"pearson": _correlation(pearsonr, predictions, labels),
+                "spearman": _correlation(spearmanr, predictions, labels),
+                "mse": sum((p - l) ** 2 for p, l in zip(predictions, labels)) / len(labels)}
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    results = {"accuracy": float(accuracy_score(labels, predictions)),
+               "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0))}
+    if "matthews" in extra:
+        results["matthews"] = float(matthews_corrcoef(labels, predictions))
+    if "f1" in extra:
+        results["f1"] = float(f1_score(labels, predictions, pos_label=1, zero_division=0))
+    return results

@@ -3,7 +3,8 @@
 On the built-in synthetic world: train one tokenizer, pretrain a tiny encoder (MLM) and its paired decoder
 (CLM) — same shape, data and recipe, the Ettin idea in miniature — then fine-tune dense, ColBERT, SPLADE
 and reranker models from the encoder, SFT and LoRA chat models from the decoder, and a dense embedder from
-the decoder too (last-token pooling) to compare with the encoder's. Every model is evaluated before and
+the decoder too (last-token pooling) to compare with the encoder's, and a question-topic classifier from
+each. Every model is evaluated before and
 after on held-out data; DIR gets results.json, REPORT.md and plots. Each stage's folder is an ordinary
 model run the recipe commands accept; a rerun with the same DIR skips finished stages.
 
@@ -148,6 +149,17 @@ class Quickstart:
         train_sft(SftRecipeConfig(model=self.model_of("pretrain-decoder"), data=os.path.join(self.world, "sft_train.jsonl"),
                                   held_out=40, eval_generations=40, max_new_tokens=24, lora=lora), args)
 
+    def classify(self, stage: str, base: str) -> None:
+        from transformers import TrainingArguments
+
+        from .classify import ClassifyConfig, train_classify
+
+        # Which attribute a question asks for, judged on questions about held-out people. (The world's true/false
+        # claims need knowledge or reading that tiny models do not reach in minutes: see BENCHMARKS.md.)
+        train_classify(ClassifyConfig(model=self.model_of(base), data=os.path.join(self.world, "topics_train.jsonl"),
+                                      eval_data=os.path.join(self.world, "topics_test.jsonl")),
+                       self.training_args(TrainingArguments, stage, 30, 1e-3, 32))
+
 
 STAGES = [
     Stage("pretrain-encoder", "tiny encoder, MLM on the world's biographies", None, "eval_loss", False,
@@ -168,6 +180,10 @@ STAGES = [
           lambda q, s: q.sft(s, lora=True)),
     Stage("dense-decoder", "dense embedder from the decoder (last-token pooling)", "pretrain-decoder", "ndcg@10", True,
           lambda q, s: q.dense(s, "pretrain-decoder")),
+    Stage("classify", "question-topic classifier from the encoder (mean pooling)", "pretrain-encoder", "accuracy",
+          True, lambda q, s: q.classify(s, "pretrain-encoder")),
+    Stage("classify-decoder", "question-topic classifier from the decoder (last token)", "pretrain-decoder",
+          "accuracy", True, lambda q, s: q.classify(s, "pretrain-decoder")),
 ]
 STAGE_NAMES = [stage.name for stage in STAGES]
 

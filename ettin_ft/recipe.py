@@ -201,6 +201,12 @@ def save_final(model, output_dir: str, name: str = "final", save=None) -> str:
     return final
 
 
+def save_with_tokenizer(model, tokenizer, output_dir: str, name: str = "final") -> str:
+    """DIR/<name> with the model and its tokenizer (pipelines and trainers load both from one folder)."""
+    return save_final(model, output_dir, name, save=lambda folder: (model.save_pretrained(folder),
+                                                                      tokenizer.save_pretrained(folder)))
+
+
 def write_results(output_dir: str, config, training_args, before: dict, after: dict, trainer=None,
                   extra: dict | None = None) -> None:
     """config.yaml, metrics.json (plus ``extra`` entries) and (with ``trainer``) the log as log_history.jsonl."""

@@ -6,7 +6,12 @@ import json
 import os
 
 PLOTS = {"loss_curves.png": "Training loss per stage", "before_after.png": "Each stage's metric before and after",
-         "encoder_vs_decoder.png": "Dense retrieval: encoder vs decoder of the same size"}
+         "encoder_vs_decoder.png": "Encoder vs decoder of the same size: dense retrieval and classification"}
+# (panel title, encoder stage, decoder stage, metrics) of the encoder-vs-decoder plot
+ENCODER_DECODER_PAIRS = [
+    ("dense retrieval on held-out people", "dense", "dense-decoder", ("ndcg@10", "mrr@10", "recall@100")),
+    ("question topics on held-out people", "classify", "classify-decoder", ("accuracy", "macro_f1")),
+]
 
 
 def results_table(results: dict) -> str:
@@ -63,19 +68,22 @@ def plot(output_dir: str, results: dict) -> list[str]:
     written.append("before_after.png")
 
     by_name = {r["stage"]: r for r in stages}
-    if "dense" in by_name and "dense-decoder" in by_name:
-        metrics = [m for m in ("ndcg@10", "mrr@10", "recall@100") if m in by_name["dense"]["after"]]
-        figure, axis = plt.subplots(figsize=(6, 3.5))
+    pairs = [(title, encoder, decoder, metrics) for title, encoder, decoder, metrics in ENCODER_DECODER_PAIRS
+             if encoder in by_name and decoder in by_name]
+    if pairs:
+        figure, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 3.5), squeeze=False)
         width = 0.2
-        for offset, (name, when, color) in enumerate([("dense", "before", "#bbbbbb"), ("dense", "after", "#3b75af"),
-                                                      ("dense-decoder", "before", "#dddddd"),
-                                                      ("dense-decoder", "after", "#e1812c")]):
-            values = [by_name[name][when][m] for m in metrics]
-            label = f"{'encoder' if name == 'dense' else 'decoder'} {when}"
-            axis.bar([i + (offset - 1.5) * width for i in range(len(metrics))], values, width, label=label, color=color)
-        axis.set_xticks(range(len(metrics)), metrics)
-        axis.set_title("dense retrieval on held-out people")
-        axis.legend(fontsize=8)
+        for axis, (title, encoder, decoder, candidates) in zip(axes.flat, pairs):
+            metrics = [m for m in candidates if m in by_name[encoder]["after"]]
+            for offset, (name, arch, when, color) in enumerate([
+                    (encoder, "encoder", "before", "#bbbbbb"), (encoder, "encoder", "after", "#3b75af"),
+                    (decoder, "decoder", "before", "#dddddd"), (decoder, "decoder", "after", "#e1812c")]):
+                values = [by_name[name][when][m] for m in metrics]
+                axis.bar([i + (offset - 1.5) * width for i in range(len(metrics))], values, width,
+                         label=f"{arch} {when}", color=color)
+            axis.set_xticks(range(len(metrics)), metrics)
+            axis.set_title(title)
+            axis.legend(fontsize=8)
         figure.tight_layout()
         figure.savefig(os.path.join(output_dir, "encoder_vs_decoder.png"), dpi=100)
         written.append("encoder_vs_decoder.png")

@@ -22,12 +22,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from .backbone import add_chat_support
+from .backbone import LORA_TARGET_MODULES, add_chat_support
 from .data.loading import validate_chats
 from .errors import EttinError, cli_entry
 from .generate import generate
 from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, output_folder, parse_recipe,
-                     print_dry_run, seeded_runtime, save_final, write_results)
+                     print_dry_run, save_with_tokenizer, seeded_runtime, write_results)
 
 DEFAULT_DATA = ("trl-lib/Capybara", None, None)
 DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8,
@@ -35,8 +35,6 @@ DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradient_a
             "eval_strategy": "steps", "eval_steps": 100, "held_out": 200, "output_dir": "runs/sft",
             "save_strategy": "no", "logging_steps": 10, "report_to": "none"}
 LORA_DEFAULTS = {"learning_rate": 2e-4, "output_dir": "runs/lora"}
-# ModernBertDecoder's attention (q/k/v projections, Wo) and MLP (Wi, Wo) linear layers.
-LORA_TARGETS = "q_proj,k_proj,v_proj,Wo,Wi"
 FORMAT_COLUMNS = {"conversational": ["messages"], "prompt-completion": ["prompt", "completion"], "text": ["text"]}
 
 
@@ -48,7 +46,7 @@ class SftRecipeConfig(RecipeConfig):
     lora_r: int = field(default=32, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_target_modules: str = field(default=LORA_TARGETS, metadata={"help": "comma-separated module names to adapt"})
+    lora_target_modules: str = field(default=LORA_TARGET_MODULES["decoder"], metadata={"help": "comma-separated module names to adapt"})
     merge: bool = field(default=False, metadata={"help": "with --lora, also write the merged full model to DIR/merged"})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base model in 4 bits (CUDA and the bnb extra)"})
     eval_generations: int = field(default=32, metadata={"help": "held-out conversations answered greedily before and after (exact match, samples)"})
@@ -180,12 +178,6 @@ def build_trainer(config: SftRecipeConfig, args: SFTConfig, model, tokenizer, tr
     return trainer
 
 
-def save_with_tokenizer(model, tokenizer, output_dir: str, name: str = "final") -> str:
-    model.config.use_cache = True  # off for packed training only
-    return save_final(model, output_dir, name, save=lambda folder: (model.save_pretrained(folder),
-                                                                      tokenizer.save_pretrained(folder)))
-
-
 def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=False):
     """Fine-tune a decoder as ``config`` says; returns the trained model (PeftModel with --lora, merged with --merge)."""
     runtime = seeded_runtime(config, args, runtime)
@@ -203,9 +195,11 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
         trainer.train()
         after, samples_after = evaluate_sft(trainer, held_out, fmt, config)
         trained = trainer.accelerator.unwrap_model(trainer.model)
+        trained.config.use_cache = True  # off for packed training only
         save_with_tokenizer(trained, tokenizer, args.output_dir)
         if config.merge:
             trained = trained.merge_and_unload()
+            trained.config.use_cache = True
             save_with_tokenizer(trained, tokenizer, args.output_dir, name="merged")
         samples = [{"prompt": b["prompt"], "reference": b["reference"], "answer_before": b["answer"],
                     "answer_after": a["answer"]} for b, a in zip(samples_before, samples_after)]

@@ -42,7 +42,9 @@ def _post_processor(arch: str, cls_id: int, sep_id: int) -> processors.TemplateP
         return processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=specials
         )
-    return processors.TemplateProcessing(single="[CLS] $A", pair="[CLS] $A $B:1", special_tokens=specials)
+    # Pairs (sequence classification) are joined by [SEP] and end on the second text's last token, where a
+    # decoder classifier reads its prediction.
+    return processors.TemplateProcessing(single="[CLS] $A", pair="[CLS] $A [SEP] $B:1", special_tokens=specials)
 
 
 def train_tokenizer(

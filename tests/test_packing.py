@@ -104,3 +104,27 @@ def test_packed_batch_matches_each_document_alone(arch, encoder_tokenizer, decod
         module = PretrainingModule(model)
         loss_sum, targets, _ = module(batch)
         assert targets == (example["labels"] != -100).sum() and torch.isfinite(loss_sum)
+
+
+def test_several_loader_workers_yield_the_batches_of_one(world, encoder_tokenizer):
+    """Each worker makes its share of the micro-batches; the loader's batches equal one worker's, in order."""
+    import itertools
+
+    import datasets
+    from torch.utils.data import DataLoader
+
+    from ettin_ft.pretrain import PretrainConfig
+    from ettin_ft.training.loop import PackedRows
+
+    documents = datasets.Dataset.from_dict({"text": world.pretraining_texts()})
+    config = PretrainConfig(arch="encoder", seq_len=64)
+
+    def batches(workers: int) -> list[dict]:
+        rows = PackedRows(documents, encoder_tokenizer, config, rows_per_step=8, rank=0, world_size=1,
+                          start_row=8, batch_size=4)
+        return list(itertools.islice(DataLoader(rows, batch_size=4, num_workers=workers), 6))
+
+    one, two = batches(0), batches(2)
+    for a, b in zip(one, two, strict=True):
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+    assert not torch.equal(one[0]["input_ids"], one[1]["input_ids"])

@@ -169,6 +169,28 @@ def validate(dataset, columns: Sequence[str], where: str, limit: int | None = No
 
 
 
+def check_texts(dataset, columns: Sequence[str], where: str) -> None:
+    """Every value of ``columns`` is non-empty text; otherwise one error naming the row and the column."""
+    for column in columns:
+        for row_number, value in enumerate(dataset[column], 1):
+            if not isinstance(value, str) or not value.strip():
+                found = "null" if value is None else "empty" if isinstance(value, str) else type(value).__name__
+                raise EttinError(f"{where} row {row_number}: column {column!r} is {found}; expected non-empty text")
+
+
+SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "validation_matched", "dev", "test")}
+
+
+def named_splits(folder: str) -> tuple[str, str | None] | None:
+    """(train file, evaluation file or None) of a folder holding a train.* file, as in the GLUE-style sets of
+    ../shared/data/classification; None when the folder has no train file."""
+    files = {os.path.splitext(os.path.basename(p))[0]: p for p in _files_in(folder)}
+    train = next((files[name] for name in SPLIT_NAMES["train"] if name in files), None)
+    if train is None:
+        return None
+    return train, next((files[name] for name in SPLIT_NAMES["eval"] if name in files), None)
+
+
 def validate_chats(dataset, where: str, column: str = "messages") -> None:
     """Check every conversation: a list of {role, content}, an optional system message first, then user and
     assistant turns alternating from the user, with at least one assistant turn."""

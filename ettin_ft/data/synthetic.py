@@ -2,7 +2,8 @@
 
 Each fictional person has a full name, birth date, birth city, university, major and employer, rendered
 with many sentence templates. One world yields every kind of data the package trains on: pretraining
-text, retrieval pairs, a held-out BEIR split, reranking examples, SFT chats and true/false claims.
+text, retrieval pairs, a held-out BEIR split, reranking examples, SFT chats, question topics (which attribute a
+question asks for) and true/false claims with their evidence.
 People are split into a training part and a held-out part; pretraining text covers everyone (as in the
 bioS knowledge-extraction setting), while every fine-tuning set is split by person.
 
@@ -265,16 +266,25 @@ class SyntheticWorld:
             for variant in ((0, 1) if split == "train" else (2,))
         ]
 
+    def question_topics(self, split: str = "train") -> list[dict]:
+        """Sequence classification: a question about a person → the attribute it asks for (text, label)."""
+        return [{"text": self.question(person, attribute, variant), "label": attribute}
+                for person in self._people(split) for attribute in ATTRIBUTES for variant in range(3)]
+
     def claims(self, split: str = "train") -> list[dict]:
-        """True/false claims: (text, label) with label 1 for true, 0 for a swapped attribute value."""
+        """True/false claims with the person's biography as evidence: (evidence, text, label, label_text), label 1
+        for true and 0 for a swapped attribute value. With the evidence it is fact verification (a text pair);
+        the claim alone asks what the model remembers from pretraining."""
         rows = []
         for person in self._people(split):
+            evidence = self.biography(person, 0)
             for attribute in ATTRIBUTES:
                 rng = self._rng("claim", person.id, attribute)
                 template = rng.choice(TEMPLATES[attribute])
-                rows.append({"text": template.format(name=person.name, value=person.value(attribute)), "label": 1})
                 others = [p.value(attribute) for p in self.people if p.value(attribute) != person.value(attribute)]
-                rows.append({"text": template.format(name=person.name, value=rng.choice(others)), "label": 0})
+                for value, label in ((person.value(attribute), 1), (rng.choice(others), 0)):
+                    rows.append({"evidence": evidence, "text": template.format(name=person.name, value=value),
+                                 "label": label, "label_text": ("false", "true")[label]})
         return rows
 
     # ------------------------------------------------------------------------------------- writing
@@ -296,6 +306,7 @@ class SyntheticWorld:
             write_named(f"rerank_{split}", self.rerank_examples(split))
             write_named(f"sft_{split}", self.sft_chats(split))
             write_named(f"claims_{split}", self.claims(split))
+            write_named(f"topics_{split}", self.question_topics(split))
         paths["retrieval_eval"] = write_beir(os.path.join(output_dir, "retrieval_eval"), **self.beir("test"))
         return paths
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..backbone import arch_of, build_model, choose_runtime, locate
 from ..config import save_config
@@ -56,13 +56,19 @@ def load_documents(config):
 
 
 class PackedRows(IterableDataset):
-    """This process's share of the global row stream, from ``start_row`` on, as training examples."""
+    """This process's share of the global row stream, from ``start_row`` on, as training examples.
+
+    With several data-loader workers, worker w makes the examples of this process's micro-batches
+    w, w + workers, ... (of ``batch_size`` rows): the loader takes batches from its workers in turn, so the
+    batches arrive in the same order as with one worker.
+    """
 
     def __init__(self, documents, tokenizer, config, rows_per_step: int, rank: int, world_size: int,
-                 start_row: int = 0, repeat: bool = True, seed_offset: int = 0):
+                 start_row: int = 0, repeat: bool = True, seed_offset: int = 0, batch_size: int = 1):
         self.documents, self.tokenizer, self.config = documents, tokenizer, config
         self.rows_per_step, self.rank, self.world_size = rows_per_step, rank, world_size
         self.start_row, self.repeat, self.seed_offset = start_row, repeat, seed_offset
+        self.batch_size = batch_size
         self.ids = SpecialIds.of(tokenizer)
 
     def _tokenized(self) -> Iterator[list[int]]:
@@ -77,9 +83,15 @@ class PackedRows(IterableDataset):
 
     def __iter__(self):
         per_process = self.rows_per_step // self.world_size
+        worker = get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
         rows = pack_documents(self._tokenized(), self.config.seq_len, self.ids, close_with_sep=self.config.arch == "encoder")
+        local = -1  # this process's row count
         for index, (input_ids, doc_ids) in enumerate(rows):
             if index < self.start_row or (index % self.rows_per_step) // per_process != self.rank:
+                continue
+            local += 1
+            if (local // self.batch_size) % workers != worker_id:
                 continue
             yield make_example(input_ids, doc_ids, index + self.seed_offset, self.config.objective, self.ids,
                                self.config.mlm_probability, self.config.seed, self.config.mask_replace_prob,
@@ -339,7 +351,7 @@ def _pretrain(config) -> str:
             accelerator.init_trackers("pretrain", config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
 
     train_rows = PackedRows(train_documents, tokenizer, config, rows_per_step, rank, world,
-                            start_row=start_step * rows_per_step)
+                            start_row=start_step * rows_per_step, batch_size=config.batch_size)
     loader = iter(DataLoader(train_rows, batch_size=config.batch_size, num_workers=config.num_workers,
                              persistent_workers=config.num_workers > 0))
     eval_rows = PackedRows(eval_documents, tokenizer, config, 1, 0, 1, repeat=False, seed_offset=10**9)

@@ -1,0 +1,205 @@
+"""Sequence classification: an Ettin encoder or decoder → AutoModelForSequenceClassification (GLUE, any labels).
+
+Encoders classify from their mean-pooled tokens (``--pooling cls`` for [CLS]), decoders from the last real
+token; a pair is ``[CLS] A [SEP] B [SEP]`` for encoders and ``[CLS] A [SEP] B`` for decoders. Float labels
+train a regression head (STS-B). Defaults per task are ModernBERT's GLUE settings (configs/classify/), which
+the Ettin encoders were evaluated with. ``--seeds 0,1,2`` repeats the run per seed in DIR/seed-N/ and
+reports the mean and standard deviation.
+
+    python -m ettin_ft.classify --model 150m --task mnli --output-dir runs/mnli-150m
+    python -m ettin_ft.classify --model runs/pretrain/final --data ../shared/data/classification/sst2 \
+        --seeds 0,1,2 --output-dir runs/sst2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                          TrainingArguments)
+
+from .backbone import LORA_TARGET_MODULES, locate
+from .config import read_yaml
+from .data.classification import GLUE_TASKS, ClassificationData, glue_task, load_classification_data
+from .errors import EttinError, cli_entry
+from .evaluation import classification_metrics
+from .recipe import (RecipeConfig, column_mapping, locate_model, model_kwargs, output_folder, parse_recipe,
+                     print_dry_run, save_with_tokenizer, seeded_runtime, write_results)
+from .tokenizer import set_post_processing
+
+# The release defaults: default.yaml for every run, then the --task's own file.
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "classify"
+
+
+@dataclass
+class ClassifyConfig(RecipeConfig):
+    task: str | None = field(default=None, metadata={"help": f"GLUE task from the hub ({', '.join(GLUE_TASKS)}) with its ModernBERT settings"})
+    eval_data: str | None = field(default=None, metadata={"help": "evaluation file (default: the folder's validation file, else held-out --data rows)"})
+    text_columns: str | None = field(default=None, metadata={"help": "one or two text columns, e.g. 'premise,hypothesis' (default: text, sentence1,sentence2 or premise,hypothesis)"})
+    label_column: str = field(default="label", metadata={"help": "label column: integers, strings, or floats (regression)"})
+    pooling: str = field(default="auto", metadata={"help": "encoders: mean (auto) or cls; decoders always read the last real token"})
+    init_from: str | None = field(default=None, metadata={"help": "start from this fine-tuned classifier (e.g. an MNLI run's final/ for RTE, MRPC, STS-B); a new head if the labels differ"})
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) and the classifier head instead of every weight"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
+    merge: bool = field(default=False, metadata={"help": "accepted as in sft; with --lora, DIR/final/ always holds the merged classifier (an adapter alone cannot carry the label set) and DIR/adapter/ the adapter"})
+    seeds: str | None = field(default=None, metadata={"help": "e.g. '0,1,2': one run per seed in DIR/seed-N/, mean and std in DIR/metrics.json"})
+
+
+def release_defaults(argv: list[str] | None) -> dict:
+    """configs/classify/default.yaml, then the YAML of the --task (from the flags or the --config file)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--task")
+    parser.add_argument("--config")
+    known, _ = parser.parse_known_args(argv)
+    task = known.task or (read_yaml(known.config).get("task") if known.config else None)
+    defaults = read_yaml(str(CONFIGS / "default.yaml"))
+    if task:
+        glue_task(task)
+        defaults.update(read_yaml(str(CONFIGS / f"{task}.yaml")))
+    return defaults
+
+
+def load_data(config: ClassifyConfig) -> ClassificationData:
+    return load_classification_data(task=config.task, data=config.data, eval_data=config.eval_data,
+                                    text_columns=config.text_columns, label_column=config.label_column,
+                                    column_mapping=column_mapping(config), max_samples=config.max_samples,
+                                    held_out=config.held_out, data_config=config.data_config,
+                                    data_split=config.data_split)
+
+
+def build_model(config: ClassifyConfig, data: ClassificationData, runtime):
+    """(classifier, tokenizer, arch): the backbone with a new head sized to the labels (or --init-from's)."""
+    ref, arch = locate_model(config, "classify", allowed=("encoder", "decoder"))
+    tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision)
+    set_post_processing(tokenizer, arch)
+    if arch == "decoder" and tokenizer.pad_token_id in (None, tokenizer.eos_token_id):
+        raise EttinError(f"{ref.describe()}: a decoder classifier reads the last token before padding, so the "
+                         "tokenizer needs a pad token of its own ([PAD]), not none or EOS")
+    if arch == "decoder" and config.pooling not in ("auto", "last"):
+        raise EttinError(f"--pooling {config.pooling}: a decoder classifies from its last real token; leave --pooling at auto")
+    labels = {} if data.regression else {"id2label": dict(enumerate(data.label_names)),
+                                         "label2id": {name: i for i, name in enumerate(data.label_names)}}
+    if arch == "encoder":
+        if config.pooling not in ("auto", "mean", "cls"):
+            raise EttinError(f"--pooling {config.pooling!r}: expected auto, mean or cls")
+        labels["classifier_pooling"] = "mean" if config.pooling == "auto" else config.pooling
+    source = locate(config.init_from) if config.init_from else ref
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source.path, revision=source.revision, num_labels=data.num_labels, pad_token_id=tokenizer.pad_token_id,
+        problem_type="regression" if data.regression else "single_label_classification",
+        ignore_mismatched_sizes=config.init_from is not None, **labels, **model_kwargs(runtime),
+        # The decoder's prediction head (dense, GELU, LayerNorm) is its LM head's, as the encoder's is its MLM head's.
+        key_mapping={r"^lm_head\.": "head."} if arch == "decoder" else None)
+    # transformers would reverse that mapping when saving; the classifier is saved under its own names.
+    model._weight_conversions = None
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=LORA_TARGET_MODULES[arch].split(","), modules_to_save=["head", "classifier"]))
+    return model, tokenizer, arch
+
+
+def tokenize(dataset, tokenizer, text_columns, max_length: int | None):
+    return dataset.map(lambda rows: tokenizer(*(rows[c] for c in text_columns), truncation=True, max_length=max_length),
+                       batched=True, remove_columns=list(text_columns))
+
+
+def predictions_of(trainer, dataset, regression: bool):
+    logits = trainer.predict(dataset).predictions
+    return logits[:, 0] if regression else logits.argmax(-1)
+
+
+def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None, dry_run=False):
+    """Fine-tune a classifier as ``config`` says; returns it (with --seeds: the last seed's)."""
+    if config.seeds and not dry_run:
+        return train_seeds(config, args, runtime)
+    if config.merge and not config.lora:
+        raise EttinError("--merge applies to LoRA training; add --lora")
+    runtime = seeded_runtime(config, args, runtime)
+    data = load_data(config)  # every input check before the model loads
+    model, tokenizer, _ = build_model(config, data, runtime)
+    if dry_run:
+        print_dry_run(config, args, model, data.train)
+        return model
+    train, evaluation = (tokenize(split, tokenizer, data.text_columns, config.max_seq_length)
+                         for split in (data.train, data.eval))
+    extra = glue_task(config.task).extra_metrics if config.task else ()
+    labels = data.eval["label"]
+
+    def evaluate() -> dict:
+        return classification_metrics(predictions_of(trainer, evaluation, data.regression), labels, extra, data.regression)
+
+    trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    majority = classification_metrics([data.majority_prediction()] * len(labels), labels, extra, data.regression)
+    with output_folder(args.output_dir):
+        before = evaluate()
+        trainer.train()
+        after = evaluate()
+        trained = trainer.accelerator.unwrap_model(trainer.model)
+        if config.lora:
+            save_with_tokenizer(trained, tokenizer, args.output_dir, name="adapter")
+            trained = trained.merge_and_unload()
+        save_with_tokenizer(trained, tokenizer, args.output_dir)
+        write_results(args.output_dir, config, args, before, after, trainer, extra={"majority": majority})
+    return trained
+
+
+def summarise(runs: dict[int, dict]) -> dict:
+    """Per-seed metrics with their mean ("before", "after", "majority") and standard deviation."""
+    summary = {}
+    for stage in ("before", "after"):
+        names = runs[next(iter(runs))][stage]
+        summary[stage] = {n: statistics.mean(r[stage][n] for r in runs.values()) for n in names}
+        summary.setdefault("std", {})[stage] = {
+            n: statistics.stdev(r[stage][n] for r in runs.values()) if len(runs) > 1 else 0.0 for n in names}
+    summary["majority"] = runs[next(iter(runs))]["majority"]
+    return {**summary, "seeds": {str(seed): run for seed, run in runs.items()}}
+
+
+def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
+    """One run per seed in DIR/seed-N/ (finished ones are kept), then DIR/metrics.json and DIR/config.yaml."""
+    try:
+        seeds = [int(s) for s in config.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise EttinError(f"--seeds {config.seeds!r}: expected integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise EttinError(f"--seeds {config.seeds!r}: expected distinct integers, e.g. 0,1,2")
+    single = dataclasses.replace(config, seeds=None)
+    runs, model = {}, None
+    for number, seed in enumerate(seeds, 1):
+        folder = os.path.join(args.output_dir, f"seed-{seed}")
+        metrics_path = os.path.join(folder, "metrics.json")
+        if os.path.isfile(metrics_path) and os.path.isdir(os.path.join(folder, "final")):
+            print(f"seed {seed} ({number}/{len(seeds)}): finished earlier, kept", flush=True)
+        else:
+            print(f"seed {seed} ({number}/{len(seeds)})", flush=True)
+            model = train_classify(single, dataclasses.replace(args, seed=seed, output_dir=folder), runtime)
+        with open(metrics_path, encoding="utf-8") as handle:
+            runs[seed] = json.load(handle)
+    summary = summarise(runs)
+    write_results(args.output_dir, config, args, summary.pop("before"), summary.pop("after"), extra=summary)
+    return model
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    config, args, runtime, dry_run = parse_recipe(
+        ClassifyConfig, TrainingArguments, release_defaults(argv), argv, "python -m ettin_ft.classify",
+        "Fine-tune an Ettin encoder or decoder into a sequence classifier (any TrainingArguments field is a flag).",
+    )
+    train_classify(config, args, runtime, dry_run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Labelled text for sequence classification: GLUE from the hub or local files, checked and encoded.
+
+Labels become ids 0..n-1 with their names kept (from a ClassLabel, string labels, or a ``label_text`` column
+beside integer labels); float labels mean regression (one output, as STS-B).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+import datasets
+
+from ..errors import EttinError
+from .loading import check_texts, load_data, named_splits
+
+GLUE_HUB = "nyu-mll/glue"
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    text_columns: tuple[str, ...]
+    eval_split: str = "validation"
+    extra_metrics: tuple[str, ...] = ()  # beside accuracy and macro-F1 (or Pearson/Spearman)
+
+
+GLUE_TASKS = {
+    "sst2": GlueTask(("sentence",)),
+    "cola": GlueTask(("sentence",), extra_metrics=("matthews",)),
+    "mrpc": GlueTask(("sentence1", "sentence2"), extra_metrics=("f1",)),
+    "qqp": GlueTask(("question1", "question2"), extra_metrics=("f1",)),
+    "qnli": GlueTask(("question", "sentence")),
+    "rte": GlueTask(("sentence1", "sentence2")),
+    "mnli": GlueTask(("premise", "hypothesis"), eval_split="validation_matched"),
+    "stsb": GlueTask(("sentence1", "sentence2")),
+}
+# Tried in order when --text-columns is not given.
+DEFAULT_TEXT_COLUMNS = (("text",), ("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),
+                        ("question", "sentence"), ("sentence",))
+LABEL = "label"
+
+
+@dataclass
+class ClassificationData:
+    """Training and evaluation rows with the text columns and an encoded ``label`` column."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    text_columns: tuple[str, ...]
+    label_names: list[str] | None  # None: regression
+
+    @property
+    def regression(self) -> bool:
+        return self.label_names is None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.regression else len(self.label_names)
+
+    def majority_prediction(self) -> float:
+        """The most frequent training label (regression: the mean training label)."""
+        labels = self.train[LABEL]
+        return sum(labels) / len(labels) if self.regression else Counter(labels).most_common(1)[0][0]
+
+
+def glue_task(name: str) -> GlueTask:
+    if name not in GLUE_TASKS:
+        raise EttinError(f"unknown GLUE task {name!r}; expected one of {', '.join(GLUE_TASKS)}")
+    return GLUE_TASKS[name]
+
+
+def text_columns_of(dataset, given: str | None, where: str) -> tuple[str, ...]:
+    if given:
+        return tuple(c.strip() for c in given.split(",") if c.strip())
+    for columns in DEFAULT_TEXT_COLUMNS:
+        if all(c in dataset.column_names for c in columns):
+            return columns
+    raise EttinError(f"{where}: no text column found ({', '.join(dataset.column_names)}); expected 'text' (or "
+                     "sentence1,sentence2 / premise,hypothesis), or name them with --text-columns")
+
+
+def _key(value):
+    """A label as the key it is encoded by: text stays text, whole numbers become ints."""
+    return value if isinstance(value, str) else int(value)
+
+
+def _label_space(train, label_column: str, where: str) -> tuple[list[str], list] | None:
+    """(class names, their label values) in id order, or None for regression (float labels)."""
+    feature = train.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names), list(range(len(feature.names)))
+    values = train[label_column]
+    for row_number, value in enumerate(values, 1):
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            raise EttinError(f"{where} row {row_number}: label column {label_column!r} is {value}; expected a label")
+    if all(isinstance(v, float) for v in values) and not all(v.is_integer() for v in values):
+        return None
+    if all(isinstance(v, str) for v in values):
+        keys = sorted(set(values))
+        return keys, keys
+    if not all(isinstance(v, (int, float)) and float(v).is_integer() for v in values):
+        raise EttinError(f"{where}: label column {label_column!r} mixes types; expected integers, strings or floats")
+    keys = sorted({int(v) for v in values})
+    names = [str(key) for key in keys]
+    if "label_text" in train.column_names:  # integer labels with their names beside, as in ../shared/data
+        name_of = dict(zip((int(v) for v in values), train["label_text"]))
+        names = [str(name_of[key]) for key in keys]
+    return names, keys
+
+
+def _encode(dataset, label_column: str, space: tuple[list[str], list] | None, text_columns, where: str):
+    """Keep the text columns and an encoded ``label``; fail on labels that training never showed."""
+    check_texts(dataset, text_columns, where)
+    values = dataset[label_column]
+    if space is None:
+        encoded = [float(v) for v in values]
+    else:
+        names, keys = space
+        id_of = {key: i for i, key in enumerate(keys)}
+        unseen = sorted({str(v) for v in values if v is None or _key(v) not in id_of})
+        if unseen:
+            raise EttinError(f"{where}: label(s) {', '.join(unseen)} do not occur in the training data "
+                             f"(training labels: {', '.join(map(str, keys))})")
+        encoded = [id_of[_key(v)] for v in values]
+    return dataset.select_columns(list(text_columns)).add_column(
+        LABEL, encoded, feature=datasets.Value("float32" if space is None else "int64"))
+
+
+def _local_splits(data: str, eval_data: str | None, columns, column_mapping) -> tuple:
+    """(train, eval or None, where) from local files; a folder with train.* and validation.* files gives both."""
+    splits = named_splits(data) if os.path.isdir(data) else None
+    train_spec, eval_spec = (splits if splits else (data, None))
+    eval_spec = eval_data or eval_spec
+    train = load_data(train_spec, columns=columns, column_mapping=column_mapping)
+    evaluation = load_data(eval_spec, columns=columns, column_mapping=column_mapping) if eval_spec else None
+    return train, evaluation, train_spec, eval_spec
+
+
+def load_classification_data(*, task: str | None, data: str | None, eval_data: str | None = None,
+                             text_columns: str | None = None, label_column: str = LABEL, column_mapping=None,
+                             max_samples: int | None = None, held_out: int = 1000, data_config: str | None = None,
+                             data_split: str = "train") -> ClassificationData:
+    """Load and check labelled text: a GLUE task from the hub, or local (or hub) data with an evaluation file or
+    a held-out share of the training rows (``held_out`` rows, at most a tenth)."""
+    if task and data:
+        raise EttinError("give either --task (GLUE from the hub) or --data (your own files), not both")
+    if not task and not data:
+        raise EttinError("--task (a GLUE task: " + ", ".join(GLUE_TASKS) + ") or --data (a labelled file) is required")
+    if task:
+        spec = glue_task(task)
+        train = load_data(GLUE_HUB, config_name=task, split="train", columns=[*spec.text_columns, LABEL])
+        evaluation = load_data(GLUE_HUB, config_name=task, split=spec.eval_split, columns=[*spec.text_columns, LABEL])
+        train_where, eval_where, columns = f"{GLUE_HUB} {task} train", f"{GLUE_HUB} {task} {spec.eval_split}", spec.text_columns
+    elif os.path.exists(data) or eval_data:
+        probe = named_splits(data) if os.path.isdir(data) else None
+        first = load_data(probe[0] if probe else data, column_mapping=column_mapping, limit=1)
+        columns = text_columns_of(first, text_columns, data)
+        train, evaluation, train_where, eval_where = _local_splits(data, eval_data, [*columns, label_column], column_mapping)
+    else:  # a hub dataset
+        train = load_data(data, split=data_split, config_name=data_config, column_mapping=column_mapping)
+        columns = text_columns_of(train, text_columns, data)
+        load_data(data, columns=[*columns, label_column], split=data_split, config_name=data_config,
+                  column_mapping=column_mapping)
+        evaluation, train_where, eval_where = None, data, None
+    for dataset, where in ((train, train_where), (evaluation, eval_where)):
+        if dataset is not None and label_column not in dataset.column_names:
+            raise EttinError(f"{where}: no label column {label_column!r}; found {', '.join(dataset.column_names)} "
+                             "(name it with --label-column)")
+    if max_samples:
+        train = train.select(range(min(max_samples, len(train))))
+    space = _label_space(train, label_column, train_where)
+    if space is not None and len(set(train[label_column])) < 2:
+        raise EttinError(f"{train_where}: every training row has the label {train[label_column][0]!r}; "
+                         "a classifier needs at least two classes")
+    train = _encode(train, label_column, space, columns, train_where)
+    if evaluation is not None:
+        evaluation = _encode(evaluation, label_column, space, columns, eval_where)
+    else:
+        count = min(held_out, len(train) // 10)
+        if count < 1:
+            raise EttinError(f"{train_where}: {len(train)} rows are too few to hold out evaluation rows; "
+                             "pass --eval-data or more data")
+        split = train.train_test_split(test_size=count, seed=0)
+        train, evaluation = split["train"], split["test"]
+    return ClassificationData(train, evaluation, tuple(columns), space[0] if space else None)
