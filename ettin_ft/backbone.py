@@ -4,7 +4,9 @@ and choose the device, precision and attention kernel — all in one place."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+import re
 from dataclasses import dataclass, replace
 
 import torch
@@ -202,6 +204,35 @@ def _load_config(ref: ModelRef) -> PretrainedConfig:
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(ref.path, revision=ref.revision)
+
+
+# ------------------------------------------------------------------------------------ load reports
+
+# Keys transformers reports when a pretraining checkpoint becomes a task model: the pretraining heads it
+# leaves out (MLM head, LM head, output bias) and the new classifier. Both are expected there.
+EXPECTED_UNUSED = ("head.", "decoder.", "lm_head.")
+EXPECTED_NEW = ("classifier.",)
+_REPORT_ROW = re.compile(r"^(\S+)\s*\|\s*(UNEXPECTED|MISSING|MISMATCH)\b", re.MULTILINE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class ExpectedLoadReports(logging.Filter):
+    """Drop transformers' LOAD REPORT when it lists only the expected keys; any other report still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = _ANSI.sub("", str(record.msg))
+        if "LOAD REPORT" not in message:
+            return True
+        rows = _REPORT_ROW.findall(message)
+        expected = all((status == "UNEXPECTED" and key.startswith(EXPECTED_UNUSED))
+                       or (status == "MISSING" and key.startswith(EXPECTED_NEW)) for key, status in rows)
+        return not (rows and expected)
+
+
+def quiet_expected_load_reports() -> None:
+    logger = logging.getLogger("transformers.modeling_utils")
+    if not any(isinstance(f, ExpectedLoadReports) for f in logger.filters):
+        logger.addFilter(ExpectedLoadReports())
 
 
 # ------------------------------------------------------------------------------- device and precision

@@ -60,22 +60,22 @@ def distillation_data(config: ColbertConfig):
 def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a ColBERT model as ``config`` says; returns the trained pylate ColBERT."""
     runtime = seeded_runtime(config, args, runtime)
-    model = build_model(config, runtime)
     objective = config.objective
     if objective == "auto":
         objective = "distillation" if config.data is None or config.queries else "contrastive"
     if objective == "distillation":
-        train, loss = distillation_data(config), losses.Distillation(model=model)
+        train = distillation_data(config)
     elif objective == "contrastive":
         # In-batch negatives always; a hard negative too when the data has one.
         train, _ = load_training_data(config, ["query", "positive"], optional=["negative"], default=None)
-        loss = losses.Contrastive(model=model)
     else:
         raise EttinError(f"unknown --objective {objective!r}; expected auto, distillation or contrastive")
+    evaluators = evaluators_for("colbert", config)
+    model = build_model(config, runtime)  # after every input check
+    loss = losses.Distillation(model=model) if objective == "distillation" else losses.Contrastive(model=model)
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-    evaluators = evaluators_for("colbert", config)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
                                          data_collator=utils.ColBERTCollator(model.tokenize))
     train_and_save(model, trainer, config, args, lambda: evaluate(model, evaluators))

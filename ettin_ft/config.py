@@ -16,7 +16,11 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-from .errors import EttinError
+from .errors import EttinError, OneLineErrors, check_output_dir
+
+
+class DataclassArgumentParser(OneLineErrors, HfArgumentParser):
+    """HfArgumentParser with one-line errors."""
 
 
 def read_yaml(path: str) -> dict[str, Any]:
@@ -39,8 +43,8 @@ def parse_config(*config_classes, argv: list[str] | None = None, prog: str | Non
     Precedence, lowest first: dataclass defaults, ``defaults`` (a recipe's own), the YAML file, flags.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = HfArgumentParser(config_classes, prog=prog, description=description,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = DataclassArgumentParser(config_classes, prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=None, help="YAML file of field: value pairs; flags override it")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     if defaults:
@@ -54,7 +58,15 @@ def parse_config(*config_classes, argv: list[str] | None = None, prog: str | Non
             raise EttinError(f"config file {known.config}: unknown field(s) {', '.join(unknown)}")
         parser.set_defaults(**values)
     # The flags that belong to no dataclass (--config, --dry-run) come back as a trailing namespace.
-    *instances, extra = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    try:
+        *instances, extra, unknown = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False,
+                                                                         return_remaining_strings=True)
+    except ValueError as error:  # a configuration class refused a combination of values
+        raise EttinError(str(error).strip().splitlines()[0]) from None
+    if unknown:
+        parser.reject_unknown(unknown)
+    for instance in instances:
+        check_output_dir(getattr(instance, "output_dir", None))
     return (*instances, extra.dry_run)
 
 

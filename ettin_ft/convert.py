@@ -9,7 +9,6 @@ both ways, which the cross-objective runs (encoder-from-decoder, decoder-from-en
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ from transformers import (
 )
 
 from .backbone import arch_of, load_model, locate
-from .errors import EttinError, cli_entry
+from .errors import ArgumentParser, EttinError, cli_entry
 from .tokenizer import set_post_processing
 
 SHARED_CONFIG_FIELDS = (
@@ -97,7 +96,7 @@ def convert_model(model: PreTrainedModel, to: str) -> PreTrainedModel:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m ettin_ft.convert",
         description="Convert an Ettin encoder to a decoder or back (exact, weights only), with its tokenizer.",
     )

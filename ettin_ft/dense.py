@@ -46,15 +46,15 @@ def build_model(config: DenseConfig, runtime) -> SentenceTransformer:
 def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a dense embedder as ``config`` says; returns the trained SentenceTransformer."""
     runtime = seeded_runtime(config, args, runtime)
-    model = build_model(config, runtime)
     train, held_out = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
-    if dry_run:
-        print_dry_run(config, args, model, train)
-        return model
     evaluators = {}
     if held_out is not None and "negative" in held_out.column_names:
         evaluators["held_out"] = TripletEvaluator(held_out["query"], held_out["positive"], held_out["negative"], name="held_out")
     evaluators.update(evaluators_for("dense", config))
+    model = build_model(config, runtime)  # after every input check
+    if dry_run:
+        print_dry_run(config, args, model, train)
+        return model
     loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
     if config.matryoshka_dims:
         loss = losses.MatryoshkaLoss(model, loss, [int(d) for d in config.matryoshka_dims.split(",")])

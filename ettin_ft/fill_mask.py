@@ -8,13 +8,12 @@
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 from transformers.utils.logging import disable_progress_bar
 
 from .backbone import load_model, load_tokenizer
-from .errors import EttinError, cli_entry
+from .errors import ArgumentParser, EttinError, cli_entry
 
 
 def fill_mask(model, text: str, top_k: int = 5, tokenizer=None) -> list[tuple[str, float]]:
@@ -40,7 +39,7 @@ def fill_mask(model, text: str, top_k: int = 5, tokenizer=None) -> list[tuple[st
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ettin_ft.fill_mask",
+    parser = ArgumentParser(prog="python -m ettin_ft.fill_mask",
                                      description="Predict the [MASK] token with an Ettin encoder.")
     parser.add_argument("text", help='text with one [MASK], e.g. "The capital of France is [MASK]."')
     parser.add_argument("--model", default="150m", help="Ettin encoder: short name, hub id[@revision] or local folder")

@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
 
-from .errors import EttinError, cli_entry
+from .errors import ArgumentParser, EttinError, cli_entry
 
 VOCAB_SIZE = 50368
 # A global-attention layer every third layer, starting at layer 0 (0, 3, 6, ...).
@@ -173,7 +172,7 @@ def format_table(rows: list[dict]) -> str:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m ettin_ft.models",
         description="The Ettin model registry: official shapes, hub ids and parameter counts "
         "(counted on the meta device, embeddings included; vocabulary 50368).",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .config import dump_yaml, parse_config, to_dict
 from .errors import EttinError, cli_entry
+from .models import shape_of
 
 # Per-size peak learning rate and (fully decoupled) weight decay of the Ettin recipe.
 PEAK_LR = {"tiny": 3e-3, "17m": 3e-3, "32m": 3e-3, "68m": 3e-3, "150m": 8e-4, "400m": 5e-4, "1b": 5e-4}
@@ -79,11 +80,13 @@ class PretrainConfig:
     def __post_init__(self):
         if self.arch not in ("encoder", "decoder"):
             raise EttinError(f"--arch must be encoder or decoder, got {self.arch!r}")
+        shape_of(self.size)  # before any data or model is read
         if self.objective == "auto":
             self.objective = "mlm" if self.arch == "encoder" else "clm"
         valid = {"encoder": ("mlm", "mntp"), "decoder": ("clm",)}[self.arch]
         if self.objective not in valid:
-            raise EttinError(f"objective {self.objective!r} does not train an {self.arch}; expected {' or '.join(valid)}")
+            raise EttinError(f"objective {self.objective!r} does not train {'an' if self.arch == 'encoder' else 'a'} "
+                             f"{self.arch}; expected {' or '.join(valid)}")
         self.lr = PEAK_LR.get(self.size, 5e-4) if self.lr is None else self.lr
         self.weight_decay = WEIGHT_DECAY.get(self.size, 1e-5) if self.weight_decay is None else self.weight_decay
         if self.max_steps < 1:

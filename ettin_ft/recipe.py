@@ -20,9 +20,13 @@ from typing import Any
 
 from .backbone import arch_of, choose_runtime, locate
 from .config import dump_yaml, parse_config, plain, to_dict
-from .data.loading import load_beir, load_data
+from .data.loading import check_texts, load_beir, load_data
 from .evaluation import NANOBEIR_EN
 from .errors import EttinError
+
+
+# Training columns that hold no text (every other column a recipe reads must be non-empty text).
+NON_TEXT_COLUMNS = ("label",)
 
 
 @dataclass
@@ -83,6 +87,9 @@ def seeded_runtime(config: RecipeConfig, args, runtime=None):
     the reranker's head, chat-token embeddings) and hence the "before" metrics repeat; then the runtime."""
     from transformers import set_seed
 
+    from .backbone import quiet_expected_load_reports
+
+    quiet_expected_load_reports()
     set_seed(args.seed)
     return recipe_runtime(config, runtime)
 
@@ -113,6 +120,7 @@ def load_training_data(config: RecipeConfig, columns: list[str], optional: list[
                         column_mapping=column_mapping(config), limit=limit)
     if optional is not None:
         dataset = dataset.select_columns(list(columns) + [c for c in optional if c in dataset.column_names])
+        check_texts(dataset, [c for c in dataset.column_names if c not in NON_TEXT_COLUMNS], config.data or spec)
     held_out = min(config.held_out, len(dataset) // 10)
     if held_out < 1:
         return dataset, None

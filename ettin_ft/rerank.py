@@ -72,7 +72,12 @@ def training_pairs(config: RerankConfig) -> datasets.Dataset:
 
     from .backbone import locate
 
-    ref = locate(config.mining_model)
+    try:
+        ref = locate(config.mining_model)
+    except EttinError as error:  # its hint is about --model; here the way out is BM25
+        reason = str(error).split(";")[0]
+        raise EttinError(f"--mining-model {config.mining_model}: {reason}; pass --mining-model bm25 to mine hard "
+                         "negatives offline, or a local embedding model folder") from None
     embedder = SentenceTransformer(ref.path, revision=ref.revision)
     mined = mine_hard_negatives(train, embedder, anchor_column_name="query", positive_column_name="positive",
                                 num_negatives=config.num_negatives, output_format="labeled-pair", verbose=False)
@@ -83,18 +88,18 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
     """Train a cross-encoder reranker as ``config`` says; returns the trained CrossEncoder."""
     runtime = seeded_runtime(config, args, runtime)
     ref, _ = locate_model(config, "rerank")
-    pooling = {"classifier_pooling": config.classifier_pooling} if config.classifier_pooling else {}
-    model = CrossEncoder(ref.path, num_labels=1, revision=ref.revision, max_length=config.max_seq_length,
-                         device=str(runtime.device), model_kwargs=model_kwargs(runtime), config_kwargs=pooling)
-    train = training_pairs(config)
-    if dry_run:
-        print_dry_run(config, args, model, train)
-        return model
     if config.num_negatives < 1:
         raise EttinError(f"--num-negatives must be at least 1, got {config.num_negatives}")
+    train = training_pairs(config)
     evaluators = evaluators_for("rerank", replace(config, eval_beir=None))  # NanoBEIR; BEIR reranks BM25 below
     if config.eval_beir:
         evaluators["beir"], first_stage_recall = rerank_evaluator(beir_split(config))
+    pooling = {"classifier_pooling": config.classifier_pooling} if config.classifier_pooling else {}
+    model = CrossEncoder(ref.path, num_labels=1, revision=ref.revision, max_length=config.max_seq_length,
+                         device=str(runtime.device), model_kwargs=model_kwargs(runtime), config_kwargs=pooling)
+    if dry_run:
+        print_dry_run(config, args, model, train)
+        return model
 
     def evaluate_reranker() -> dict:
         results = evaluate(model, evaluators)

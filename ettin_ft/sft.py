@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from .backbone import LORA_TARGET_MODULES, add_chat_support
-from .data.loading import validate_chats
+from .data.loading import check_texts, validate_chats
 from .errors import EttinError, cli_entry
 from .generate import generate
 from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, output_folder, parse_recipe,
@@ -162,6 +162,8 @@ def load_sft_data(config: SftRecipeConfig):
     for split in splits:
         if fmt == "conversational" and split is not None:
             validate_chats(split, where)
+        elif split is not None and not isinstance(split[0][FORMAT_COLUMNS[fmt][0]], list):  # plain strings
+            check_texts(split, FORMAT_COLUMNS[fmt], where)
     return splits[0], splits[1], fmt
 
 

@@ -40,12 +40,12 @@ def build_model(config: SparseConfig, runtime) -> SparseEncoder:
 def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, runtime=None, dry_run=False):
     """Train a SPLADE model as ``config`` says; returns the trained SparseEncoder."""
     runtime = seeded_runtime(config, args, runtime)
-    model = build_model(config, runtime)
     train, _ = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
+    evaluators = evaluators_for("sparse", config)
+    model = build_model(config, runtime)  # after every input check
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-    evaluators = evaluators_for("sparse", config)
     loss = losses.SpladeLoss(model, losses.SparseMultipleNegativesRankingLoss(model),
                              query_regularizer_weight=config.query_regularizer_weight,
                              document_regularizer_weight=config.document_regularizer_weight)

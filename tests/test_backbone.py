@@ -128,3 +128,27 @@ def test_runtime_choice_on_cpu_and_overrides():
         choose_runtime(precision="fp8")
     with pytest.raises(EttinError, match="unknown attention kernel"):
         choose_runtime(attn_implementation="flash")
+
+
+def test_only_the_expected_load_reports_are_silenced(tiny_encoder_dir, caplog):
+    """A pretraining checkpoint loaded as a classifier: its dropped heads and new classifier are expected and
+    go unreported; a real problem (here, weights missing from the checkpoint) is still reported."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForSequenceClassification
+
+    from ettin_ft.backbone import quiet_expected_load_reports
+
+    quiet_expected_load_reports()
+    with caplog.at_level(logging.WARNING, logger="transformers.modeling_utils"):
+        AutoModelForSequenceClassification.from_pretrained(tiny_encoder_dir, num_labels=2)
+    assert "LOAD REPORT" not in caplog.text
+    broken = tiny_encoder_dir.parent / "broken"
+    broken.mkdir(exist_ok=True)
+    (broken / "config.json").write_text((tiny_encoder_dir / "config.json").read_text())
+    weights = load_file(tiny_encoder_dir / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "layers.0." not in k}, broken / "model.safetensors")
+    with caplog.at_level(logging.WARNING, logger="transformers.modeling_utils"):
+        AutoModelForSequenceClassification.from_pretrained(broken, num_labels=2)
+    assert "LOAD REPORT" in caplog.text and "layers.0" in caplog.text

@@ -198,7 +198,7 @@ def test_bad_inputs_give_one_line_and_no_output(world_dir, tmp_path, capsys):
     status, err, _ = run_main(capsys, *small_run(world_dir / "sft_train.jsonl", tmp_path / "out", "--max-steps", "4"))
     assert status == 2 and "missing column(s) text" in err[-1] and not (tmp_path / "out").exists()
     status, err, _ = run_main(capsys, "--arch", "decoder", "--objective", "mlm", "--data", "x", "--output-dir", str(tmp_path / "o"))
-    assert status == 2 and "does not train an decoder" in err[-1] and not (tmp_path / "o").exists()
+    assert status == 2 and "does not train a decoder" in err[-1] and not (tmp_path / "o").exists()
     status, err, _ = run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "out", "--max-steps", "2"))
     assert status == 2 and err[-1] == "error: warmup (3) plus decay (0) steps exceed --max-steps 2"
     # The real command line: one line, exit status 2, no traceback, nothing written.

@@ -32,6 +32,7 @@ def test_report_and_every_stage_beating_its_starting_point(quickstart_dir):
     by_name = {r["stage"]: r for r in results["stages"]}
     assert "eval_accuracy" in by_name["pretrain-encoder"]["after"]  # masked-token accuracy
     assert {"held_out_loss", "held_out_exact_match"} <= set(by_name["sft"]["after"])
+    assert {"accuracy", "macro_f1"} <= set(by_name["classify-decoder"]["after"])
     assert results["plots"] == ["loss_curves.png", "before_after.png", "encoder_vs_decoder.png"]
     for plot in results["plots"]:
         assert (quickstart_dir / plot).read_bytes()[:4] == b"\x89PNG"
@@ -52,8 +53,8 @@ def test_a_rerun_skips_finished_stages(quickstart_dir, capsys):
     before = {p: p.stat().st_mtime for p in quickstart_dir.glob("*/stage.json")}
     status, err, out = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir), *REDUCED)
     assert status == 0, err[-5:]
-    assert out.count("finished earlier, skipped") == 8
-    assert "[9/9] dense-decoder: dense embedder from the decoder (last-token pooling)\n" in out
+    assert out.count("finished earlier, skipped") == 10
+    assert "[9/11] dense-decoder: dense embedder from the decoder (last-token pooling)\n" in out
     assert {p: p.stat().st_mtime for p in quickstart_dir.glob("*/stage.json") if p in before} == before
     assert (quickstart_dir / "dense-decoder" / "stage.json").exists()
 
@@ -61,7 +62,8 @@ def test_a_rerun_skips_finished_stages(quickstart_dir, capsys):
 def test_unknown_stage_is_one_line(tmp_path, capsys):
     status, err, _ = run_cli_main("quickstart", capsys, "--output-dir", str(tmp_path / "q"), "--stages", "dense,bogus")
     assert status == 2 and err == ["error: --stages: unknown stage(s) bogus; expected some of pretrain-encoder, "
-                                   "pretrain-decoder, dense, colbert, sparse, rerank, sft, lora, dense-decoder"]
+                                   "pretrain-decoder, dense, colbert, sparse, rerank, sft, lora, dense-decoder, classify, "
+                                   "classify-decoder"]
     assert not (tmp_path / "q").exists()
 
 

@@ -60,7 +60,19 @@ def test_rerank_and_claim_labels(world):
     facts = {(p.name, p.value(a)) for p in world.people for a in ATTRIBUTES}
     for row in world.claims("test"):
         true = any(n in row["text"] and v in row["text"] for n, v in facts)
-        assert true == (row["label"] == 1)
+        assert true == (row["label"] == 1) and row["label_text"] == ("true" if true else "false")
+        person = next(p for p in world.people if p.name in row["text"])
+        assert row["evidence"] == world.biography(person, 0)
+
+
+def test_question_topics_name_the_attribute_asked_for(world):
+    from ettin_ft.data.synthetic import QUESTIONS
+
+    rows = world.question_topics("test")
+    assert len(rows) == len(world.test_people) * len(ATTRIBUTES) * 3
+    for row in rows:
+        asked = [a for a, forms in QUESTIONS.items() if any(f.split("{name}")[0] in row["text"] for f in forms)]
+        assert row["label"] in asked
 
 
 def test_rerank_examples_about_others_never_name_a_held_out_person(world):

@@ -94,7 +94,8 @@ def _label_space(train, label_column: str, where: str) -> tuple[list[str], list]
     values = train[label_column]
     for row_number, value in enumerate(values, 1):
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            raise EttinError(f"{where} row {row_number}: label column {label_column!r} is {value}; expected a label")
+            raise EttinError(f"{where} row {row_number}: label column {label_column!r} is "
+                             f"{'null' if value is None else value}; expected a label")
     if all(isinstance(v, float) for v in values) and not all(v.is_integer() for v in values):
         return None
     if all(isinstance(v, str) for v in values):

@@ -12,14 +12,13 @@ bioS knowledge-extraction setting), while every fine-tuning set is split by pers
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
-from ..errors import EttinError, cli_entry
+from ..errors import ArgumentParser, EttinError, check_output_dir, cli_entry
 
 FIRST_NAMES = (
     "Alice Amara Beatrix Camila Dalia Elena Freya Greta Hana Ines Jolene Kira Leona Maren Nadia Odette "
@@ -333,7 +332,7 @@ def write_beir(folder: str, corpus: dict, queries: dict, qrels: dict, split: str
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m ettin_ft.data.synthetic",
         description="Write the built-in synthetic world (bioS-style biographies) and every dataset derived from it.",
     )
@@ -341,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--people", type=int, default=200, help="number of fictional people (default: 200)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives byte-identical files")
     args = parser.parse_args(argv)
+    check_output_dir(args.output_dir)
     paths = SyntheticWorld(args.people, args.seed).write(args.output_dir)
     for name, path in paths.items():
         print(f"{name:16s} {path}")

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..backbone import arch_of, build_model, choose_runtime, locate
 from ..config import save_config
-from ..data.loading import load_data
+from ..data.loading import check_texts, load_data
 from ..errors import EttinError
 from ..tokenizer import set_post_processing, train_tokenizer
 from .packing import SpecialIds, make_example, pack_documents
@@ -46,6 +46,7 @@ def load_documents(config):
     documents = documents.select_columns([config.text_column])
     if streaming:
         return documents.skip(config.eval_documents), documents.take(config.eval_documents)
+    check_texts(documents, [config.text_column], config.data)
     if len(documents) <= config.eval_documents:
         raise EttinError(
             f"{config.data}: {len(documents)} documents, but {config.eval_documents} are held out for evaluation; "
