@@ -1,5 +1,6 @@
 import json
 import math
+import random
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def losses(folder):
     return [json.loads(line) for line in (Path(folder) / "log_history.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,objective", [("encoder", "mlm"), ("decoder", "clm"), ("encoder", "mntp")])
 def test_held_out_loss_falls(arch, objective, world_dir, tmp_path):
     result = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "run", "--arch", arch, "--objective",
@@ -100,29 +102,48 @@ def test_every_shipped_config_parses_and_builds_its_shape(path):
     assert model.config.rope_parameters["full_attention"]["rope_theta"] == (160_000 if config.context == 8192 else 10_000)
 
 
-def test_resume_after_a_kill_repeats_the_uninterrupted_run(world_dir, tmp_path):
-    # bf16, forced: the path CPUs with native bf16 take by default must resume exactly too.
-    args = ["--arch", "encoder", "--max-steps", "40", "--save-every", "10", "--eval-every", "0", "--precision", "bf16"]
-    assert run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "full", *args)).returncode == 0
-    process = subprocess.Popen([sys.executable, "-m", "ettin_ft.pretrain",
-                                *small_run(world_dir / "pretrain.txt", tmp_path / "cut", *args)],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start_run(*args):
+    return subprocess.Popen([sys.executable, "-m", "ettin_ft.pretrain", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_when(process, ready, extra_delay: float = 0.0) -> None:
+    """SIGKILL ``process`` once ``ready()`` holds (polled every millisecond), after ``extra_delay`` seconds."""
     deadline = time.monotonic() + 300
-    while not (tmp_path / "cut" / "checkpoint-20" / "trainer_state.json").exists() and process.poll() is None:
+    while not ready():
+        assert process.poll() is None, "the run ended before the moment it was to be killed at"
         assert time.monotonic() < deadline
-        time.sleep(0.05)
+        time.sleep(0.001)
+    time.sleep(extra_delay)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    resumed = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "cut", *args, "--resume"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, precision", [("encoder", "bf16"), ("decoder", "fp32")])
+def test_a_run_killed_again_and_again_resumes_to_the_uninterrupted_losses(arch, precision, world_dir, tmp_path):
+    """Three SIGKILLs (two while a checkpoint is being written, one at a random moment), each followed by
+    --resume: the per-step losses equal those of the uninterrupted run. bf16 is forced for the encoder: the
+    path CPUs with native bf16 take by default must resume exactly too."""
+    args = ["--arch", arch, "--max-steps", "30", "--save-every", "5", "--eval-every", "0", "--precision", precision]
+    assert run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "full", *args)).returncode == 0
+    cut = tmp_path / "cut"
+    run = small_run(world_dir / "pretrain.txt", cut, *args)
+    random_delay = random.Random(0).uniform(0.0, 0.5)
+    kill_when(start_run(*run), lambda: (cut / ".staging-checkpoint-10").exists())
+    kill_when(start_run(*run, "--resume"), lambda: (cut / "checkpoint-15" / "trainer_state.json").exists(), random_delay)
+    kill_when(start_run(*run, "--resume"), lambda: (cut / ".staging-checkpoint-25").exists())
+    resumed = run_cli(*run, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout + resumed.stderr
-    full, cut = losses(tmp_path / "full"), losses(tmp_path / "cut")
-    assert [r["step"] for r in cut] == list(range(1, 41))
-    assert [r["loss"] for r in cut] == [r["loss"] for r in full]
-    assert len([p for p in (tmp_path / "cut").iterdir() if p.name.startswith("checkpoint-")]) <= 2
-    assert not [p for p in (tmp_path / "cut").iterdir() if p.name.startswith(".staging")]
+    full, interrupted = losses(tmp_path / "full"), losses(cut)
+    assert [r["step"] for r in interrupted] == list(range(1, 31))
+    assert [r["loss"] for r in interrupted] == [r["loss"] for r in full]
+    assert len([p for p in cut.iterdir() if p.name.startswith("checkpoint-")]) <= 2
+    assert not [p for p in cut.iterdir() if p.name.startswith(".staging")]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(world_dir, tmp_path):
     # fp32: under bf16 autocast (the default on CPUs with native bf16) sums split over processes differ at 1e-5.
     args = ["--arch", "encoder", "--max-steps", "8", "--save-every", "4", "--eval-every", "0", "--precision", "fp32"]
@@ -139,6 +160,7 @@ def test_two_processes_match_one(world_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-4"]
 
 
+@pytest.mark.slow
 def test_continue_with_context_extension_and_cross_objective(world_dir, tmp_path):
     base = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "dec", "--arch", "decoder", "--max-steps", "5"))
     assert base.returncode == 0, base.stderr[-3000:]
@@ -213,3 +235,32 @@ def test_existing_run_needs_resume_and_dry_run_prints_config(world_dir, tmp_path
     assert status == 2 and "pass --resume" in err[-1]
     status, _, dry = run_main(capsys, "--config", "configs/pretrain/150m-encoder-phase1.yaml", "--dry-run")
     assert status == 0 and "lr: 0.0008" in dry and "size: 150m" in dry
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(world_dir, tmp_path, capsys, monkeypatch):
+    """Disk full while writing checkpoint-4: one line, checkpoint-2 intact, and --resume then finishes the run
+    with the losses of an uninterrupted one."""
+    import errno
+
+    from accelerate import Accelerator
+
+    args = small_run(world_dir / "pretrain.txt", tmp_path / "run", "--max-steps", "6", "--save-every", "2",
+                     "--eval-every", "0", "--warmup-steps", "1", "--precision", "fp32")
+    save_state, calls = Accelerator.save_state, []
+
+    def disk_full_on_second_save(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save_state(self, *a, **k)
+
+    monkeypatch.setattr(Accelerator, "save_state", disk_full_on_second_save)
+    status, err, _ = run_main(capsys, *args)
+    errors = [line for line in err if line.startswith("error: ")]  # beside the progress bar
+    assert status == 2 and len(errors) == 1 and errors[0].startswith("error: cannot write checkpoint-4"), err
+    assert "No space left" in errors[0] and "checkpoint-2 is intact" in errors[0] and "--resume" in errors[0]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if "checkpoint" in p.name) == ["checkpoint-2"]
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    assert run_main(capsys, *args, "--resume")[0] == 0
+    assert run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "whole", *args[args.index("--max-steps"):]))[0] == 0
+    assert [r["loss"] for r in losses(tmp_path / "run")] == [r["loss"] for r in losses(tmp_path / "whole")]

@@ -7,6 +7,8 @@ import pytest
 
 from .conftest import run_cli_main
 
+pytestmark = pytest.mark.slow  # end-to-end training runs
+
 REDUCED = ["--people", "60", "--steps", "200"]
 
 

@@ -75,6 +75,7 @@ def check_run(output_dir, metric="ndcg@10"):
     return metrics
 
 
+@pytest.mark.slow
 def test_dense_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_path):
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 
@@ -94,6 +95,7 @@ def test_dense_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_pat
     assert (tmp_path / "dense" / "final" / "README.md").exists()  # the library's model card
 
 
+@pytest.mark.slow
 def test_sparse_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_path):
     from sentence_transformers.sparse_encoder import SparseEncoder, SparseEncoderTrainingArguments
 
@@ -114,6 +116,7 @@ def test_sparse_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_pa
                                reloaded.encode(texts, convert_to_tensor=True).to_dense())
 
 
+@pytest.mark.slow
 def test_colbert_from_python(pretrained_encoder, world_dir, tmp_path):
     from pylate import models
     from sentence_transformers import SentenceTransformerTrainingArguments
@@ -129,6 +132,7 @@ def test_colbert_from_python(pretrained_encoder, world_dir, tmp_path):
         torch.testing.assert_close(torch.as_tensor(a), torch.as_tensor(b))
 
 
+@pytest.mark.slow
 def test_colbert_evaluation_in_corpus_chunks_matches_one_chunk(pretrained_encoder, world_dir, monkeypatch):
     """Exact MaxSim over a large corpus goes chunk by chunk (memory); the metrics must not change."""
     from pylate import models
@@ -146,6 +150,7 @@ def test_colbert_evaluation_in_corpus_chunks_matches_one_chunk(pretrained_encode
     assert evaluation.shared_metrics(chunked(model), chunked.primary_metric) == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_rerank_from_python_with_bm25_mining(pretrained_encoder, world_dir, nanobeir_copy, tmp_path):
     """Runs, evaluates before/after and reloads identically. (A tiny cross-encoder needs hundreds of steps
     on many different names before it matches them; tests/test_quickstart.py checks that it then improves.)"""
@@ -202,6 +207,7 @@ def test_bm25_miner_labels_and_margin(world):
             assert scores[passages.index(passage)] < 0.95 * positive_score
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["dense", "sparse", "colbert", "rerank"])
 def test_command_line(recipe, pretrained_encoder, world_dir, tmp_path):
     extra = {"rerank": ["--mining-model", "bm25"], "colbert": ["--document-length", "64"]}.get(recipe, [])
@@ -266,3 +272,27 @@ def test_shipped_recipe_configs_parse(name, module, config_class, arguments_clas
     assert config.model == "150m" and args.learning_rate == learning_rate and args.output_dir == f"runs/{name}"
     if module != "sft":
         assert config.eval_nanobeir == "all"  # the encoder recipes' release configs report NanoBEIR
+
+
+@pytest.mark.slow
+def test_a_recipe_killed_mid_training_leaves_no_finished_run_and_reruns_in_place(pretrained_encoder, world_dir, tmp_path):
+    import os
+    import signal
+
+    out = tmp_path / "dense"
+    command = [sys.executable, "-m", "ettin_ft.dense", "--model", str(pretrained_encoder), "--data",
+               str(world_dir / "retrieval_train.jsonl"), "--output-dir", str(out), "--per-device-train-batch-size", "8",
+               "--held-out", "10", "--logging-steps", "1"]
+    process = subprocess.Popen(command + ["--max-steps", "100000"], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    shown = ""
+    while "| 5/100000" not in shown:  # the progress bar shows training is under way
+        chunk = os.read(process.stderr.fileno(), 4096).decode(errors="replace")
+        assert chunk, shown[-3000:]
+        shown += chunk
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert out.is_dir() and not (out / "final").exists() and not (out / "metrics.json").exists()
+    rerun = subprocess.run(command + ["--max-steps", "3"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (out / "final").is_dir() and json.loads((out / "metrics.json").read_text()).keys() == {"before", "after"}

@@ -9,6 +9,8 @@ import torch
 
 from .conftest import run_cli_main
 
+pytestmark = pytest.mark.slow  # end-to-end training runs
+
 TRAINING = ["--max-steps", "100", "--learning-rate", "3e-3", "--warmup-steps", "5", "--per-device-train-batch-size", "4",
             "--gradient-accumulation-steps", "1", "--max-length", "256", "--gradient-checkpointing", "false",
             "--held-out", "40", "--eval-generations", "8", "--logging-steps", "10", "--seed", "0"]

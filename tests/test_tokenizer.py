@@ -16,6 +16,7 @@ def test_special_ids_follow_the_modernbert_layout(world):
     assert tokenizer.bos_token_id == tokenizer.cls_token_id and tokenizer.eos_token_id == tokenizer.sep_token_id
 
 
+@pytest.mark.slow
 def test_ettin_vocabulary_size_gives_the_ettin_special_ids():
     folder = shared_data("pretrain")
     texts = [line for path in sorted(folder.rglob("*.txt")) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

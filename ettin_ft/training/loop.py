@@ -225,24 +225,35 @@ def complete_checkpoints(output_dir: str) -> list[tuple[int, str]]:
 
 
 def save_checkpoint(accelerator, module, tokenizer, output_dir: str, name: str, state: dict | None) -> str:
-    """Write to a staging folder, then rename: a kill never leaves a partial checkpoint behind."""
+    """Write to a staging folder, then rename: a kill never leaves a partial checkpoint behind, and a failed
+    write (disk full, no permission) leaves the last complete checkpoint as it was."""
     final_path = os.path.join(output_dir, name)
     staging = os.path.join(output_dir, f".staging-{name}")
-    if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
-    accelerator.wait_for_everyone()
-    if state is not None:
-        accelerator.save_state(os.path.join(staging, "training_state"))
-    if accelerator.is_main_process:
-        model = accelerator.unwrap_model(module).model
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+    # Every process takes part: under FSDP or DeepSpeed the full weights are gathered from all of them.
+    weights = {key.removeprefix("model."): value for key, value in accelerator.get_state_dict(module).items()}
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+            os.makedirs(staging)
+        accelerator.wait_for_everyone()
         if state is not None:
-            with open(os.path.join(staging, STATE_FILE), "w") as handle:
-                json.dump(state, handle, indent=2)
-        shutil.rmtree(final_path, ignore_errors=True)
-        os.replace(staging, final_path)
+            accelerator.save_state(os.path.join(staging, "training_state"))
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(module).model.save_pretrained(staging, state_dict=weights)
+            tokenizer.save_pretrained(staging)
+            if state is not None:
+                with open(os.path.join(staging, STATE_FILE), "w") as handle:
+                    json.dump(state, handle, indent=2)
+            shutil.rmtree(final_path, ignore_errors=True)
+            os.replace(staging, final_path)
+    except OSError as error:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        kept = complete_checkpoints(output_dir)
+        raise EttinError(
+            f"cannot write {name} in {output_dir} ({error.strerror or error}); "
+            + (f"{os.path.basename(kept[-1][1])} is intact: free space or fix the folder, then rerun with --resume"
+               if kept else "no complete checkpoint yet: free space or fix the folder, then rerun")) from None
     accelerator.wait_for_everyone()
     return final_path
 
@@ -369,49 +380,51 @@ def _pretrain(config) -> str:
                     desc=f"pretrain {config.arch} ({config.objective})", dynamic_ncols=True)
     module.train()
     window_start, window_tokens, real_tokens, total_tokens = time.perf_counter(), 0, 0, 0
-    for step in range(start_step + 1, config.max_steps + 1):
-        micro_batches = [{k: v.to(accelerator.device) for k, v in next(loader).items()}
-                         for _ in range(config.gradient_accumulation_steps)]
-        local_targets = sum((b["labels"] != -100).sum() for b in micro_batches)
-        global_targets = accelerator.reduce(local_targets.clone(), reduction="sum").clamp(min=1)
-        step_loss = torch.zeros((), device=accelerator.device)
-        for index, batch in enumerate(micro_batches):
-            last = index == len(micro_batches) - 1
-            with accelerator.no_sync(module) if not last else contextlib.nullcontext():
-                loss_sum, _, _ = module(batch)
-                # DDP averages gradients over processes; scale back to a global per-target mean.
-                accelerator.backward(loss_sum * world / global_targets)
-            step_loss += loss_sum.detach()
-            real_tokens += int((batch["doc_ids"] >= 0).sum())
-            total_tokens += batch["doc_ids"].numel()
-        if config.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        window_tokens += tokens_per_step
-        loss = (accelerator.reduce(step_loss, reduction="sum") / global_targets).item()
-        record = {"step": step, "loss": loss, "lr": lr}
-        if step % config.log_every == 0 or step == config.max_steps:
-            elapsed = time.perf_counter() - window_start
-            record["tokens_per_second"] = window_tokens / elapsed
-            record["mfu"] = window_tokens * flops_token / elapsed / (peak * world)
-            window_start, window_tokens = time.perf_counter(), 0
-        if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
-            record.update(evaluate(module, accelerator, eval_batches))
-        history.append(record)
-        if trackers:
-            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
-        progress.set_postfix({k: (f"{v:.3g}" if k != "mfu" else f"{v:.1%}") for k, v in record.items()
-                              if k in ("loss", "lr", "tokens_per_second", "mfu", "eval_loss")}, refresh=False)
-        progress.update(1)
-        if config.save_every and step % config.save_every == 0 and step < config.max_steps:
-            state = {"step": step, "rows_consumed": step * rows_per_step, "before": before, "log_history": history}
-            save_checkpoint(accelerator, module, tokenizer, config.output_dir, f"checkpoint-{step}", state)
-            if accelerator.is_main_process:
-                prune_checkpoints(config.output_dir, config.keep_checkpoints)
-    progress.close()
+    try:
+        for step in range(start_step + 1, config.max_steps + 1):
+            micro_batches = [{k: v.to(accelerator.device) for k, v in next(loader).items()}
+                             for _ in range(config.gradient_accumulation_steps)]
+            local_targets = sum((b["labels"] != -100).sum() for b in micro_batches)
+            global_targets = accelerator.reduce(local_targets.clone(), reduction="sum").clamp(min=1)
+            step_loss = torch.zeros((), device=accelerator.device)
+            for index, batch in enumerate(micro_batches):
+                last = index == len(micro_batches) - 1
+                with accelerator.no_sync(module) if not last else contextlib.nullcontext():
+                    loss_sum, _, _ = module(batch)
+                    # DDP averages gradients over processes; scale back to a global per-target mean.
+                    accelerator.backward(loss_sum * world / global_targets)
+                step_loss += loss_sum.detach()
+                real_tokens += int((batch["doc_ids"] >= 0).sum())
+                total_tokens += batch["doc_ids"].numel()
+            if config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            window_tokens += tokens_per_step
+            loss = (accelerator.reduce(step_loss, reduction="sum") / global_targets).item()
+            record = {"step": step, "loss": loss, "lr": lr}
+            if step % config.log_every == 0 or step == config.max_steps:
+                elapsed = time.perf_counter() - window_start
+                record["tokens_per_second"] = window_tokens / elapsed
+                record["mfu"] = window_tokens * flops_token / elapsed / (peak * world)
+                window_start, window_tokens = time.perf_counter(), 0
+            if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
+                record.update(evaluate(module, accelerator, eval_batches))
+            history.append(record)
+            if trackers:
+                accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
+            progress.set_postfix({k: (f"{v:.3g}" if k != "mfu" else f"{v:.1%}") for k, v in record.items()
+                                  if k in ("loss", "lr", "tokens_per_second", "mfu", "eval_loss")}, refresh=False)
+            progress.update(1)
+            if config.save_every and step % config.save_every == 0 and step < config.max_steps:
+                state = {"step": step, "rows_consumed": step * rows_per_step, "before": before, "log_history": history}
+                save_checkpoint(accelerator, module, tokenizer, config.output_dir, f"checkpoint-{step}", state)
+                if accelerator.is_main_process:
+                    prune_checkpoints(config.output_dir, config.keep_checkpoints)
+    finally:  # the bar ends its line before any error is printed
+        progress.close()
     final = save_checkpoint(accelerator, module, tokenizer, config.output_dir, "final", None)
     if accelerator.is_main_process:
         padding = 1 - real_tokens / max(total_tokens, 1)
