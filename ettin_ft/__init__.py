@@ -36,6 +36,8 @@ _EXPORTS = {
     "train_rerank": ".rerank",
     "train_sft": ".sft",
     "train_classify": ".classify",
+    "PretrainConfig": ".pretrain",
+    "convert_model": ".convert",
     "load_generator": ".generate",
     "add_chat_support": ".backbone",
 }

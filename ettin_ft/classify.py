@@ -30,7 +30,7 @@ from .data.classification import GLUE_TASKS, ClassificationData, glue_task, load
 from .errors import EttinError, cli_entry
 from .evaluation import classification_metrics
 from .recipe import (RecipeConfig, column_mapping, locate_model, model_kwargs, output_folder, parse_recipe,
-                     print_dry_run, save_with_tokenizer, seeded_runtime, write_results)
+                     print_dry_run, save_with_tokenizer, prepare_run, write_results)
 from .tokenizer import set_post_processing
 
 # The release defaults: default.yaml for every run, then the --task's own file.
@@ -125,7 +125,7 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
         return train_seeds(config, args, runtime)
     if config.merge and not config.lora:
         raise EttinError("--merge applies to LoRA training; add --lora")
-    runtime = seeded_runtime(config, args, runtime)
+    args, runtime = prepare_run(config, args, runtime)
     data = load_data(config)  # every input check before the model loads
     model, tokenizer, _ = build_model(config, data, runtime)
     if dry_run:
@@ -194,11 +194,11 @@ def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    config, args, runtime, dry_run = parse_recipe(
+    config, args, dry_run = parse_recipe(
         ClassifyConfig, TrainingArguments, release_defaults(argv), argv, "python -m ettin_ft.classify",
         "Fine-tune an Ettin encoder or decoder into a sequence classifier (any TrainingArguments field is a flag).",
     )
-    train_classify(config, args, runtime, dry_run)
+    train_classify(config, args, dry_run=dry_run)
 
 
 if __name__ == "__main__":

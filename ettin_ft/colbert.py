@@ -19,7 +19,7 @@ from sentence_transformers import SentenceTransformerTrainer, SentenceTransforme
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, seeded_runtime, train_and_save)
+                     parse_recipe, print_dry_run, prepare_run, train_and_save)
 
 KD_DATA = "lightonai/ms-marco-en-bge"
 DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 16, "num_train_epochs": 1,
@@ -59,7 +59,7 @@ def distillation_data(config: ColbertConfig):
 
 def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a ColBERT model as ``config`` says; returns the trained pylate ColBERT."""
-    runtime = seeded_runtime(config, args, runtime)
+    args, runtime = prepare_run(config, args, runtime)
     objective = config.objective
     if objective == "auto":
         objective = "distillation" if config.data is None or config.queries else "contrastive"
@@ -84,11 +84,11 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    config, args, runtime, dry_run = parse_recipe(
+    config, args, dry_run = parse_recipe(
         ColbertConfig, SentenceTransformerTrainingArguments, DEFAULTS, argv, "python -m ettin_ft.colbert",
         "Fine-tune an Ettin encoder into a pylate ColBERT model (any TrainingArguments field is a flag).",
     )
-    train_colbert(config, args, runtime, dry_run)
+    train_colbert(config, args, dry_run=dry_run)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from sentence_transformers.evaluation import SequentialEvaluator, TripletEvaluat
 
 from .errors import cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, seeded_runtime, train_and_save)
+                     parse_recipe, print_dry_run, prepare_run, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/msmarco-co-condenser-margin-mse-sym-mnrl-mean-v1", "triplet-hard", None)
 DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 512, "num_train_epochs": 1,
@@ -45,7 +45,7 @@ def build_model(config: DenseConfig, runtime) -> SentenceTransformer:
 
 def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a dense embedder as ``config`` says; returns the trained SentenceTransformer."""
-    runtime = seeded_runtime(config, args, runtime)
+    args, runtime = prepare_run(config, args, runtime)
     train, held_out = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
     evaluators = {}
     if held_out is not None and "negative" in held_out.column_names:
@@ -66,11 +66,11 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    config, args, runtime, dry_run = parse_recipe(
+    config, args, dry_run = parse_recipe(
         DenseConfig, SentenceTransformerTrainingArguments, DEFAULTS, argv, "python -m ettin_ft.dense",
         "Fine-tune an Ettin model into a dense sentence-transformers embedder (any TrainingArguments field is a flag).",
     )
-    train_dense(config, args, runtime, dry_run)
+    train_dense(config, args, dry_run=dry_run)
 
 
 if __name__ == "__main__":

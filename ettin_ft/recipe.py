@@ -63,35 +63,37 @@ def parse_recipe(config_class, arguments_class, defaults: dict[str, Any], argv, 
     """Parse a recipe's config and its library's TrainingArguments (any field as a flag or YAML key).
 
     ``defaults`` are the recipe's Ettin-release values, applied below --config and flags. Returns
-    (config, training_args, runtime, dry_run), the training arguments set to the chosen precision.
+    (config, training_args, dry_run); ``prepare_run`` then settles device and precision.
     """
-    # Precision comes from --precision (below); trl's own bf16 default would fail on a CPU before that.
-    config, training_args, dry_run = parse_config(
-        config_class, arguments_class, argv=argv, prog=prog, description=description,
-        defaults={"bf16": False, "fp16": False, **defaults},
-    )
-    runtime = recipe_runtime(config)
-    training_args = dataclasses.replace(
-        training_args, bf16=runtime.bf16, fp16=runtime.fp16, use_cpu=runtime.device.type == "cpu"
-    )
-    return config, training_args, runtime, dry_run
+    import torch
+
+    # bf16/fp16 stay off unless asked for (trl would switch bf16 on by itself); --precision decides the rest.
+    # Without a GPU the trainers need use_cpu for --bf16 to work at all.
+    return parse_config(config_class, arguments_class, argv=argv, prog=prog, description=description,
+                        defaults={"bf16": False, "fp16": False, "use_cpu": not torch.cuda.is_available(), **defaults})
 
 
-def recipe_runtime(config: RecipeConfig, runtime=None):
-    """The runtime given, or the one --precision and --attn-implementation choose."""
-    return runtime or choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation)
+def prepare_run(config: RecipeConfig, args, runtime=None):
+    """Seed, and settle device and precision in one place for the command line and for Python: (args, runtime).
 
-
-def seeded_runtime(config: RecipeConfig, args, runtime=None):
-    """Seed from --seed before any model is built, so that the new layers recipes add (ColBERT's projection,
-    the reranker's head, chat-token embeddings) and hence the "before" metrics repeat; then the runtime."""
+    Seeding comes before any model is built, so the new layers recipes add (ColBERT's projection, a classifier
+    or reranker head, chat-token embeddings) and hence the "before" metrics repeat. The model (``runtime``) and
+    the trainer (the returned copy of ``args``) then share one device and precision: --precision, or the
+    trainer's own --bf16/--fp16 (they must agree), on the trainer's device (--use-cpu) unless ``runtime`` is given.
+    """
     from transformers import set_seed
 
     from .backbone import quiet_expected_load_reports
 
     quiet_expected_load_reports()
     set_seed(args.seed)
-    return recipe_runtime(config, runtime)
+    if runtime is None:
+        asked = "bf16" if args.bf16 else "fp16" if args.fp16 else None
+        if asked and config.precision not in ("auto", asked):
+            raise EttinError(f"--precision {config.precision} and --{asked} disagree; give one of them")
+        runtime = choose_runtime("cpu" if args.use_cpu else None, asked or config.precision, config.attn_implementation)
+    args = dataclasses.replace(args, bf16=runtime.bf16, fp16=runtime.fp16, use_cpu=runtime.device.type == "cpu")
+    return args, runtime
 
 
 def column_mapping(config: RecipeConfig) -> dict[str, str] | None:

@@ -23,7 +23,7 @@ from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import BM25, rerank_evaluator
 from .recipe import (RetrievalConfig, beir_split, column_mapping, evaluate, evaluators_for, load_training_data, locate_model,
-                     model_kwargs, parse_recipe, print_dry_run, seeded_runtime, train_and_save)
+                     model_kwargs, parse_recipe, print_dry_run, prepare_run, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/gooaq", None, 100_000)
 DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 64, "num_train_epochs": 1, "warmup_steps": 0.1,
@@ -86,7 +86,7 @@ def training_pairs(config: RerankConfig) -> datasets.Dataset:
 
 def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runtime=None, dry_run=False):
     """Train a cross-encoder reranker as ``config`` says; returns the trained CrossEncoder."""
-    runtime = seeded_runtime(config, args, runtime)
+    args, runtime = prepare_run(config, args, runtime)
     ref, _ = locate_model(config, "rerank")
     if config.num_negatives < 1:
         raise EttinError(f"--num-negatives must be at least 1, got {config.num_negatives}")
@@ -113,11 +113,11 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    config, args, runtime, dry_run = parse_recipe(
+    config, args, dry_run = parse_recipe(
         RerankConfig, CrossEncoderTrainingArguments, DEFAULTS, argv, "python -m ettin_ft.rerank",
         "Fine-tune an Ettin encoder into a cross-encoder reranker (any TrainingArguments field is a flag).",
     )
-    train_rerank(config, args, runtime, dry_run)
+    train_rerank(config, args, dry_run=dry_run)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from .data.loading import check_texts, validate_chats
 from .errors import EttinError, cli_entry
 from .generate import generate
 from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, output_folder, parse_recipe,
-                     print_dry_run, save_with_tokenizer, seeded_runtime, write_results)
+                     print_dry_run, save_with_tokenizer, prepare_run, write_results)
 
 DEFAULT_DATA = ("trl-lib/Capybara", None, None)
 DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8,
@@ -182,7 +182,7 @@ def build_trainer(config: SftRecipeConfig, args: SFTConfig, model, tokenizer, tr
 
 def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=False):
     """Fine-tune a decoder as ``config`` says; returns the trained model (PeftModel with --lora, merged with --merge)."""
-    runtime = seeded_runtime(config, args, runtime)
+    args, runtime = prepare_run(config, args, runtime)
     if (config.merge or config.load_in_4bit) and not config.lora:
         raise EttinError("--merge and --load-in-4bit apply to LoRA training; add --lora")
     train, held_out, fmt = load_sft_data(config)
@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     parsed = parse_recipe(SftRecipeConfig, SFTConfig, DEFAULTS, argv, "python -m ettin_ft.sft", description)
     if parsed[0].lora:  # LoRA's own defaults, still below --config and flags
         parsed = parse_recipe(SftRecipeConfig, SFTConfig, {**DEFAULTS, **LORA_DEFAULTS}, argv, "python -m ettin_ft.sft", description)
-    train_sft(*parsed)
+    config, args, dry_run = parsed
+    train_sft(config, args, dry_run=dry_run)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTr
 
 from .errors import cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, seeded_runtime, train_and_save)
+                     parse_recipe, print_dry_run, prepare_run, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/natural-questions", None, 100_000)
 DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 16, "num_train_epochs": 1, "warmup_steps": 0.1,
@@ -39,7 +39,7 @@ def build_model(config: SparseConfig, runtime) -> SparseEncoder:
 
 def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, runtime=None, dry_run=False):
     """Train a SPLADE model as ``config`` says; returns the trained SparseEncoder."""
-    runtime = seeded_runtime(config, args, runtime)
+    args, runtime = prepare_run(config, args, runtime)
     train, _ = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
     evaluators = evaluators_for("sparse", config)
     model = build_model(config, runtime)  # after every input check
@@ -56,11 +56,11 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    config, args, runtime, dry_run = parse_recipe(
+    config, args, dry_run = parse_recipe(
         SparseConfig, SparseEncoderTrainingArguments, DEFAULTS, argv, "python -m ettin_ft.sparse",
         "Fine-tune an Ettin encoder into a SPLADE sparse retriever (any TrainingArguments field is a flag).",
     )
-    train_sparse(config, args, runtime, dry_run)
+    train_sparse(config, args, dry_run=dry_run)
 
 
 if __name__ == "__main__":

@@ -59,22 +59,44 @@ def test_learns_sentiment_beyond_its_untrained_head_and_the_majority_class(arch,
     assert sum(losses[-3:]) < sum(losses[:3]), losses
 
 
-@pytest.mark.parametrize("arch", ["encoder", "decoder"])
-def test_learns_the_synthetic_question_topics(arch, pretrained_tiny, world100_dir, tmp_path):
-    """Five classes named by strings, questions about held-out people; from Python."""
-    from transformers import TrainingArguments
+@pytest.mark.parametrize("arch, bf16", [("encoder", True), ("decoder", False)])
+def test_learns_the_synthetic_question_topics(arch, bf16, pretrained_tiny, world100_dir, tmp_path):
+    """Five classes named by strings, questions about held-out people; from Python, the trainer's --bf16
+    deciding the model's precision too (bf16 is forced once: CPUs with native bf16 choose it by default)."""
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
 
     from ettin_ft.classify import ClassifyConfig, train_classify
 
     config = ClassifyConfig(model=str(pretrained_tiny(arch)), data=str(world100_dir / "topics_train.jsonl"),
-                            eval_data=str(world100_dir / "topics_test.jsonl"), precision="fp32")
+                            eval_data=str(world100_dir / "topics_test.jsonl"))
     args = TrainingArguments(output_dir=str(tmp_path / "topics"), max_steps=30, per_device_train_batch_size=32,
-                             learning_rate=1e-3, logging_steps=5, save_strategy="no", report_to="none", use_cpu=True)
+                             learning_rate=1e-3, logging_steps=5, save_strategy="no", report_to="none", use_cpu=True,
+                             bf16=bf16)
     model = train_classify(config, args)
     metrics = metrics_of(tmp_path / "topics")
     assert_learned(metrics)
     assert metrics["after"]["accuracy"] > 0.6, metrics
     assert sorted(model.config.label2id) == ["birth_city", "birth_date", "employer", "major", "university"]
+    assert ("bf16: true" in (tmp_path / "topics" / "config.yaml").read_text()) == bf16
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "topics" / "final")
+    assert reloaded.config.id2label == model.config.id2label
+
+
+def test_device_and_precision_are_settled_in_one_place(tmp_path):
+    from transformers import TrainingArguments
+
+    from ettin_ft.classify import ClassifyConfig
+    from ettin_ft.errors import EttinError
+    from ettin_ft.recipe import prepare_run
+
+    asked = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, bf16=True)
+    args, runtime = prepare_run(ClassifyConfig(), asked)
+    assert runtime.device.type == "cpu" and runtime.bf16 and args.bf16 and args.use_cpu
+    plain = TrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    args, runtime = prepare_run(ClassifyConfig(precision="bf16"), plain)
+    assert runtime.bf16 and args.bf16 and not plain.bf16  # the caller's arguments stay as they were
+    with pytest.raises(EttinError, match="--precision fp32 and --bf16 disagree"):
+        prepare_run(ClassifyConfig(precision="fp32"), asked)
 
 
 @pytest.mark.parametrize("arch", ["encoder", "decoder"])

@@ -267,7 +267,7 @@ def test_shipped_recipe_configs_parse(name, module, config_class, arguments_clas
     from ettin_ft.recipe import parse_recipe
 
     recipe = importlib.import_module(f"ettin_ft.{module}")
-    config, args, _, _ = parse_recipe(getattr(recipe, config_class), getattr(recipe, arguments_class), recipe.DEFAULTS,
+    config, args, _ = parse_recipe(getattr(recipe, config_class), getattr(recipe, arguments_class), recipe.DEFAULTS,
                                       ["--config", str(REPO / "configs" / f"{name}.yaml")], name, "")
     assert config.model == "150m" and args.learning_rate == learning_rate and args.output_dir == f"runs/{name}"
     if module != "sft":
