@@ -35,8 +35,8 @@ class ColbertConfig(RetrievalConfig):
     document_length: int = field(default=300, metadata={"help": "maximum document tokens"})
 
 
-def build_model(config: ColbertConfig, runtime) -> models.ColBERT:
-    ref, _ = locate_model(config, "colbert")
+def build_model(config: ColbertConfig, runtime, located=None) -> models.ColBERT:
+    ref, _ = located or locate_model(config, "colbert")
     return models.ColBERT(model_name_or_path=ref.path, revision=ref.revision, device=str(runtime.device),
                           query_length=config.query_length, document_length=config.document_length,
                           model_kwargs=model_kwargs(runtime))
@@ -60,6 +60,7 @@ def distillation_data(config: ColbertConfig):
 def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a ColBERT model as ``config`` says; returns the trained pylate ColBERT."""
     args, runtime = prepare_run(config, args, runtime)
+    located = locate_model(config, "colbert")
     objective = config.objective
     if objective == "auto":
         objective = "distillation" if config.data is None or config.queries else "contrastive"
@@ -71,7 +72,7 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
     else:
         raise EttinError(f"unknown --objective {objective!r}; expected auto, distillation or contrastive")
     evaluators = evaluators_for("colbert", config)
-    model = build_model(config, runtime)  # after every input check
+    model = build_model(config, runtime, located)  # after every input check
     loss = losses.Distillation(model=model) if objective == "distillation" else losses.Contrastive(model=model)
     if dry_run:
         print_dry_run(config, args, model, train)

@@ -34,8 +34,12 @@ class DenseConfig(RetrievalConfig):
     matryoshka_dims: str | None = field(default=None, metadata={"help": "e.g. '768,512,256,128,64' to train Matryoshka embeddings"})
 
 
-def build_model(config: DenseConfig, runtime) -> SentenceTransformer:
-    ref, arch = locate_model(config, "dense", allowed=("encoder", "decoder"))
+def locate(config: DenseConfig):
+    return locate_model(config, "dense", allowed=("encoder", "decoder"))
+
+
+def build_model(config: DenseConfig, runtime, located=None) -> SentenceTransformer:
+    ref, arch = located or locate(config)
     transformer = models.Transformer(ref.path, max_seq_length=config.max_seq_length,
                                      model_args={**model_kwargs(runtime), "revision": ref.revision})
     pooling = config.pooling if config.pooling != "auto" else ("mean" if arch == "encoder" else "lasttoken")
@@ -46,12 +50,13 @@ def build_model(config: DenseConfig, runtime) -> SentenceTransformer:
 def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a dense embedder as ``config`` says; returns the trained SentenceTransformer."""
     args, runtime = prepare_run(config, args, runtime)
+    located = locate(config)
     train, held_out = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
     evaluators = {}
     if held_out is not None and "negative" in held_out.column_names:
         evaluators["held_out"] = TripletEvaluator(held_out["query"], held_out["positive"], held_out["negative"], name="held_out")
     evaluators.update(evaluators_for("dense", config))
-    model = build_model(config, runtime)  # after every input check
+    model = build_model(config, runtime, located)  # after every input check
     if dry_run:
         print_dry_run(config, args, model, train)
         return model

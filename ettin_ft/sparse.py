@@ -30,8 +30,8 @@ class SparseConfig(RetrievalConfig):
     document_regularizer_weight: float = field(default=3e-5, metadata={"help": "FLOPS regularizer weight on documents"})
 
 
-def build_model(config: SparseConfig, runtime) -> SparseEncoder:
-    ref, _ = locate_model(config, "sparse")
+def build_model(config: SparseConfig, runtime, located=None) -> SparseEncoder:
+    ref, _ = located or locate_model(config, "sparse")
     mlm = models.MLMTransformer(ref.path, max_seq_length=config.max_seq_length,
                                 model_args={**model_kwargs(runtime), "revision": ref.revision})
     return SparseEncoder(modules=[mlm, models.SpladePooling("max")], device=str(runtime.device))
@@ -40,9 +40,10 @@ def build_model(config: SparseConfig, runtime) -> SparseEncoder:
 def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, runtime=None, dry_run=False):
     """Train a SPLADE model as ``config`` says; returns the trained SparseEncoder."""
     args, runtime = prepare_run(config, args, runtime)
+    located = locate_model(config, "sparse")
     train, _ = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
     evaluators = evaluators_for("sparse", config)
-    model = build_model(config, runtime)  # after every input check
+    model = build_model(config, runtime, located)  # after every input check
     if dry_run:
         print_dry_run(config, args, model, train)
         return model

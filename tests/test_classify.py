@@ -222,3 +222,26 @@ def test_bad_input_is_one_line_without_output(rows, extra, expected, pretrained_
                                   "--output-dir", str(tmp_path / "out"), *extra)
     assert status == 2 and len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_init_from_a_classifier_keeps_its_backbone_and_draws_a_new_head(pretrained_tiny, world100_dir, tmp_path):
+    """ModernBERT starts RTE, MRPC and STS-B from an MNLI model: --init-from takes a fine-tuned classifier's
+    weights, with a new head when its labels differ (here five topics → two claim labels)."""
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+    from ettin_ft.backbone import choose_runtime
+    from ettin_ft.classify import ClassifyConfig, build_model, load_data, train_classify
+
+    encoder = str(pretrained_tiny("encoder"))
+    topics = ClassifyConfig(model=encoder, data=str(world100_dir / "topics_train.jsonl"))
+    train_classify(topics, TrainingArguments(output_dir=str(tmp_path / "topics"), max_steps=5, learning_rate=1e-3,
+                                             save_strategy="no", report_to="none", use_cpu=True))
+    first = AutoModelForSequenceClassification.from_pretrained(tmp_path / "topics" / "final")
+    claims = ClassifyConfig(model=encoder, data=str(world100_dir / "claims_train.jsonl"),
+                            init_from=str(tmp_path / "topics" / "final"))
+    model, _, _ = build_model(claims, load_data(claims), choose_runtime("cpu"))
+    weight = "model.layers.1.attn.Wqkv.weight"
+    assert model.state_dict()[weight].equal(first.state_dict()[weight])
+    assert model.config.num_labels == 2 and model.classifier.weight.shape[0] == 2
+    base, _, _ = build_model(ClassifyConfig(model=encoder, data=claims.data), load_data(claims), choose_runtime("cpu"))
+    assert not base.state_dict()[weight].equal(first.state_dict()[weight])

@@ -231,7 +231,8 @@ def test_bad_inputs(pretrained_encoder, tiny_decoder_dir, world_dir, tmp_path, c
     status, err, _ = run_cli_main("sparse", capsys, "--model", str(pretrained_encoder), "--data", str(tmp_path / "empty.jsonl"),
                            "--output-dir", out)
     assert status == 2 and err[-1].endswith("empty.jsonl: no rows; expected a non-empty dataset")
-    status, err, _ = run_cli_main("colbert", capsys, "--model", "no-such-size", "--data", "x.jsonl", "--output-dir", out)
+    status, err, _ = run_cli_main("colbert", capsys, "--model", "no-such-size", "--data",
+                                  str(world_dir / "retrieval_train.jsonl"), "--output-dir", out)
     assert status == 2 and "model 'no-such-size' is neither" in err[-1]
     status, err, _ = run_cli_main("sparse", capsys, "--model", str(tiny_decoder_dir), "--output-dir", out)
     assert status == 2 and "is an Ettin decoder; the sparse recipe needs an encoder" in err[-1]

@@ -322,6 +322,11 @@ def _pretrain(config) -> str:
 
         if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
             trackers = []  # optional extra `.[tensorboard]`
+    from accelerate.state import AcceleratorState
+
+    # A second run in the same Python process may use another precision; the process-wide state (device,
+    # process group) stays, only the per-run mixed-precision settings are reset.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(runtime.dtype, "no"),
         cpu=runtime.device.type == "cpu", log_with=trackers or None, project_dir=os.path.join(config.output_dir, "logs"),
