@@ -135,12 +135,12 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
                          for split in (data.train, data.eval))
     extra = glue_task(config.task).extra_metrics if config.task else ()
     labels = data.eval["label"]
+    trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer))
 
     def evaluate() -> dict:
         return classification_metrics(predictions_of(trainer, evaluation, data.regression), labels, extra, data.regression)
 
-    trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer))
     majority = classification_metrics([data.majority_prediction()] * len(labels), labels, extra, data.regression)
     with output_folder(args.output_dir):
         before = evaluate()
