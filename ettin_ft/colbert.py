@@ -28,7 +28,7 @@ DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 16, "num_train
 
 @dataclass
 class ColbertConfig(RetrievalConfig):
-    objective: str = field(default="auto", metadata={"help": "auto (distillation when the data has teacher scores), distillation or contrastive"})
+    objective: str = field(default="auto", metadata={"help": "auto (distillation on the default data or when --queries is given; contrastive otherwise), distillation or contrastive"})
     queries: str | None = field(default=None, metadata={"help": "distillation: queries (query_id, text); default: the hub dataset's 'queries' subset"})
     documents: str | None = field(default=None, metadata={"help": "distillation: documents (document_id, text); default: the 'documents' subset"})
     query_length: int = field(default=32, metadata={"help": "query tokens (ColBERT query augmentation pads to this)"})

@@ -13,7 +13,6 @@ resized; BOS ([CLS]) stays first in every sequence. Loss on assistant tokens onl
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from .backbone import LORA_TARGET_MODULES, add_chat_support
+from .compat import route_fused_loss_through_prediction_head
 from .data.loading import check_texts, validate_chats
 from .errors import EttinError, cli_entry
 from .generate import generate
@@ -98,33 +98,6 @@ def lora_config(config: SftRecipeConfig):
                       task_type="CAUSAL_LM")
 
 
-def keep_prediction_head(trainer) -> None:
-    """Route trl's fused LM head through ModernBertDecoder's prediction head.
-
-    trl's fused loss projects the backbone's last hidden state straight through the output embeddings;
-    ModernBertDecoder has a prediction head (dense, GELU, LayerNorm) in between, which the fused path would
-    skip: training would then optimise a different model from the one that generates.
-    """
-    model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
-    fused_forward = model.forward
-
-    def with_head(module, inputs, output):
-        output["last_hidden_state"] = model.lm_head(output["last_hidden_state"])
-        return output
-
-    @functools.wraps(fused_forward)
-    def forward(*args, fused_lm_head=False, **kwargs):
-        if not fused_lm_head:
-            return fused_forward(*args, **kwargs)
-        hook = model.model.register_forward_hook(with_head)
-        try:
-            return fused_forward(*args, fused_lm_head=True, **kwargs)
-        finally:
-            hook.remove()
-
-    model.forward = forward
-
-
 def answer_samples(model, tokenizer, held_out, fmt: str, config: SftRecipeConfig) -> list[dict]:
     """Greedy answers to the first held-out conversations' last user turn, beside the reference answer."""
     if held_out is None or fmt != "conversational" or config.eval_generations < 1:
@@ -176,7 +149,7 @@ def build_trainer(config: SftRecipeConfig, args: SFTConfig, model, tokenizer, tr
         args.eval_strategy = "no"
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
                          peft_config=lora_config(config) if config.lora else None)
-    keep_prediction_head(trainer)
+    route_fused_loss_through_prediction_head(trainer)
     return trainer
 
 

@@ -1,0 +1,36 @@
+"""Work-arounds for the pinned library versions, each naming the versions it targets.
+
+Remove one when an upgrade makes it unnecessary (its test then still passes without it).
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+# trl 1.16 × transformers 5.3 (ModernBertDecoderForCausalLM).
+def route_fused_loss_through_prediction_head(trainer) -> None:
+    """Route trl's fused LM head through ModernBertDecoder's prediction head.
+
+    trl's fused loss projects the backbone's last hidden state straight through the output embeddings;
+    ModernBertDecoder has a prediction head (dense, GELU, LayerNorm) in between, which the fused path would
+    skip: training would then optimise a different model from the one that generates.
+    """
+    model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    fused_forward = model.forward
+
+    def with_head(module, inputs, output):
+        output["last_hidden_state"] = model.lm_head(output["last_hidden_state"])
+        return output
+
+    @functools.wraps(fused_forward)
+    def forward(*args, fused_lm_head=False, **kwargs):
+        if not fused_lm_head:
+            return fused_forward(*args, **kwargs)
+        hook = model.model.register_forward_hook(with_head)
+        try:
+            return fused_forward(*args, fused_lm_head=True, **kwargs)
+        finally:
+            hook.remove()
+
+    model.forward = forward
