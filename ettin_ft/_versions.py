@@ -34,7 +34,7 @@ def version_mismatches(tested: dict[str, SpecifierSet] | None = None) -> list[st
             problems.append(f"{name} missing (tested: {spec})")
             continue
         # Local build tags (+cu130, +cpu) do not change the release that was tested.
-        if Version(Version(installed).base_version) not in SpecifierSet(str(spec)):
+        if Version(Version(installed).base_version) not in spec:
             problems.append(f"{name} {installed} (tested: {spec})")
     return problems
 

@@ -83,7 +83,7 @@ def build_model(config: ClassifyConfig, data: ClassificationData, runtime):
     if arch == "decoder" and tokenizer.pad_token_id in (None, tokenizer.eos_token_id):
         raise EttinError(f"{ref.describe()}: a decoder classifier reads the last token before padding, so the "
                          "tokenizer needs a pad token of its own ([PAD]), not none or EOS")
-    if arch == "decoder" and config.pooling not in ("auto", "last"):
+    if arch == "decoder" and config.pooling != "auto":
         raise EttinError(f"--pooling {config.pooling}: a decoder classifies from its last real token; leave --pooling at auto")
     labels = {} if data.regression else {"id2label": dict(enumerate(data.label_names)),
                                          "label2id": {name: i for i, name in enumerate(data.label_names)}}

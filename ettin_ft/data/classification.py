@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import datasets
 
 from ..errors import EttinError
-from .loading import check_texts, load_data, named_splits
+from .loading import check_texts, load_data, named_splits, validate
 
 GLUE_HUB = "nyu-mll/glue"
 
@@ -129,16 +129,6 @@ def _encode(dataset, label_column: str, space: tuple[list[str], list] | None, te
         LABEL, encoded, feature=datasets.Value("float32" if space is None else "int64"))
 
 
-def _local_splits(data: str, eval_data: str | None, columns, column_mapping) -> tuple:
-    """(train, eval or None, where) from local files; a folder with train.* and validation.* files gives both."""
-    splits = named_splits(data) if os.path.isdir(data) else None
-    train_spec, eval_spec = (splits if splits else (data, None))
-    eval_spec = eval_data or eval_spec
-    train = load_data(train_spec, columns=columns, column_mapping=column_mapping)
-    evaluation = load_data(eval_spec, columns=columns, column_mapping=column_mapping) if eval_spec else None
-    return train, evaluation, train_spec, eval_spec
-
-
 def load_classification_data(*, task: str | None, data: str | None, eval_data: str | None = None,
                              text_columns: str | None = None, label_column: str = LABEL, column_mapping=None,
                              max_samples: int | None = None, held_out: int = 1000, data_config: str | None = None,
@@ -154,21 +144,16 @@ def load_classification_data(*, task: str | None, data: str | None, eval_data: s
         train = load_data(GLUE_HUB, config_name=task, split="train", columns=[*spec.text_columns, LABEL])
         evaluation = load_data(GLUE_HUB, config_name=task, split=spec.eval_split, columns=[*spec.text_columns, LABEL])
         train_where, eval_where, columns = f"{GLUE_HUB} {task} train", f"{GLUE_HUB} {task} {spec.eval_split}", spec.text_columns
-    elif os.path.exists(data) or eval_data:
-        probe = named_splits(data) if os.path.isdir(data) else None
-        first = load_data(probe[0] if probe else data, column_mapping=column_mapping, limit=1)
-        columns = text_columns_of(first, text_columns, data)
-        train, evaluation, train_where, eval_where = _local_splits(data, eval_data, [*columns, label_column], column_mapping)
-    else:  # a hub dataset
-        train = load_data(data, split=data_split, config_name=data_config, column_mapping=column_mapping)
-        columns = text_columns_of(train, text_columns, data)
-        load_data(data, columns=[*columns, label_column], split=data_split, config_name=data_config,
-                  column_mapping=column_mapping)
-        evaluation, train_where, eval_where = None, data, None
-    for dataset, where in ((train, train_where), (evaluation, eval_where)):
-        if dataset is not None and label_column not in dataset.column_names:
-            raise EttinError(f"{where}: no label column {label_column!r}; found {', '.join(dataset.column_names)} "
-                             "(name it with --label-column)")
+    else:  # local files (a folder with train.* and validation.* files gives both), or a hub dataset
+        splits = named_splits(data) if os.path.isdir(data) else None
+        train_where, eval_where = splits or (data, None)
+        eval_where = eval_data or eval_where
+        train = load_data(train_where, split=data_split, config_name=data_config, column_mapping=column_mapping)
+        evaluation = load_data(eval_where, column_mapping=column_mapping) if eval_where else None
+        columns = text_columns_of(train, text_columns, train_where)
+        for dataset, where in ((train, train_where), (evaluation, eval_where)):
+            if dataset is not None:
+                validate(dataset, [*columns, label_column], where)
     if max_samples:
         train = train.select(range(min(max_samples, len(train))))
     space = _label_space(train, label_column, train_where)
