@@ -96,7 +96,7 @@ def main() -> None:
         report(plain_script(args.plain, args.task, args))
         return
 
-    from ettin_ft.backbone import cpu_has_native_bf16
+    from ettin_ft.runtime import cpu_has_native_bf16
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="classify-quality-"))
     work.mkdir(parents=True, exist_ok=True)

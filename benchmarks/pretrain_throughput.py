@@ -63,7 +63,7 @@ def run_baseline(args, tokenizer_dir: str) -> dict:
     from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainerCallback,
                               TrainingArguments)
 
-    from ettin_ft.backbone import build_model
+    from ettin_ft.models import build_model
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     raw = datasets.Dataset.from_dict({"text": documents()})
@@ -102,7 +102,7 @@ def one(args) -> None:
     """Run one configuration in this process and print its result as JSON."""
     import torch
 
-    from ettin_ft.backbone import build_model
+    from ettin_ft.models import build_model
     from ettin_ft.training.loop import flops_per_token
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -138,7 +138,7 @@ def main() -> None:
     if args.impl:
         return one(args)
 
-    from ettin_ft.backbone import cpu_has_native_bf16
+    from ettin_ft.runtime import cpu_has_native_bf16
     from ettin_ft.tokenizer import train_tokenizer
 
     if args.precisions == "auto":

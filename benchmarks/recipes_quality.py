@@ -91,7 +91,7 @@ def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
 def evaluate(recipe: str, model_dir: str, eval_set: str, max_seq_length: int, trained: bool) -> float:
     """NDCG@10 of a recipe's model on a BEIR set: the trained final/ folder, or (given the encoder) the
     untrained starting point the recipe builds from it."""
-    from ettin_ft.backbone import choose_runtime
+    from ettin_ft.runtime import choose_runtime
     from ettin_ft.data.loading import load_beir
     from ettin_ft.evaluation import rerank_evaluator, retrieval_evaluator, shared_metrics
 

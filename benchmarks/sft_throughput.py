@@ -49,7 +49,7 @@ def step_timer(marks: list):
 
 def run_ettin(args, model_dir: str, packing: bool, lora: bool, marks: list) -> None:
     """The package's own path: the functions train_sft is made of, minus its before/after evaluation."""
-    from ettin_ft.backbone import choose_runtime
+    from ettin_ft.runtime import choose_runtime
     from ettin_ft.sft import SftRecipeConfig, build_model, build_trainer, load_sft_data, with_bos
 
     config = SftRecipeConfig(model=model_dir, data=str(CHATS), max_samples=args.rows, held_out=0, lora=lora,
@@ -145,7 +145,7 @@ def main() -> None:
 
     import torch
 
-    from ettin_ft.backbone import build_model
+    from ettin_ft.models import build_model
     from ettin_ft.tokenizer import train_tokenizer
 
     model_dir = tempfile.mkdtemp(prefix="bench-sft-model-")

@@ -13,17 +13,18 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "EttinError": ".errors",
-    "OFFICIAL_SIZES": ".models",
-    "SHAPES": ".models",
-    "hub_id": ".models",
-    "resolve": ".models",
-    "Runtime": ".backbone",
-    "build_model": ".backbone",
-    "choose_runtime": ".backbone",
-    "load_model": ".backbone",
-    "load_tokenizer": ".backbone",
-    "locate": ".backbone",
-    "model_config": ".backbone",
+    "OFFICIAL_SIZES": ".registry",
+    "SHAPES": ".registry",
+    "hub_id": ".registry",
+    "resolve": ".registry",
+    "Runtime": ".runtime",
+    "choose_runtime": ".runtime",
+    "locate": ".hub",
+    "build_model": ".models",
+    "load_model": ".models",
+    "load_tokenizer": ".models",
+    "locate_model": ".models",
+    "model_config": ".models",
     "add_chat_template": ".tokenizer",
     "train_tokenizer": ".tokenizer",
     "BeirSplit": ".data.loading",
@@ -39,7 +40,7 @@ _EXPORTS = {
     "PretrainConfig": ".pretrain",
     "convert_model": ".convert",
     "load_generator": ".generate",
-    "add_chat_support": ".backbone",
+    "add_chat_support": ".tokenizer",
 }
 __all__ = sorted(_EXPORTS)
 

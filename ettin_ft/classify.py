@@ -24,7 +24,8 @@ from pathlib import Path
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                           TrainingArguments)
 
-from .backbone import LORA_TARGET_MODULES, locate
+from .hub import locate
+from .models import describe_arch, lora_target_modules
 from .config import read_yaml
 from .data.classification import GLUE_TASKS, ClassificationData, glue_task, load_classification_data
 from .errors import EttinError, cli_entry
@@ -76,10 +77,12 @@ def load_data(config: ClassifyConfig) -> ClassificationData:
 
 
 def build_model(config: ClassifyConfig, data: ClassificationData, runtime):
-    """(classifier, tokenizer, arch): the backbone with a new head sized to the labels (or --init-from's)."""
-    ref, arch = locate_model(config, "classify", allowed=("encoder", "decoder"))
+    """(classifier, tokenizer, arch): the pretrained model with a new head sized to the labels (or --init-from's)."""
+    located = locate_model(config, "classify", allowed=("encoder", "decoder"))
+    ref, arch = located.ref, located.arch
     tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision)
-    set_post_processing(tokenizer, arch)
+    if located.ettin:
+        set_post_processing(tokenizer, arch)
     if arch == "decoder" and tokenizer.pad_token_id in (None, tokenizer.eos_token_id):
         raise EttinError(f"{ref.describe()}: a decoder classifier reads the last token before padding, so the "
                          "tokenizer needs a pad token of its own ([PAD]), not none or EOS")
@@ -87,17 +90,20 @@ def build_model(config: ClassifyConfig, data: ClassificationData, runtime):
         raise EttinError(f"--pooling {config.pooling}: a decoder classifies from its last real token; leave --pooling at auto")
     labels = {} if data.regression else {"id2label": dict(enumerate(data.label_names)),
                                          "label2id": {name: i for i, name in enumerate(data.label_names)}}
-    if arch == "encoder":
-        if config.pooling not in ("auto", "mean", "cls"):
-            raise EttinError(f"--pooling {config.pooling!r}: expected auto, mean or cls")
+    if arch == "encoder" and config.pooling not in ("auto", "mean", "cls"):
+        raise EttinError(f"--pooling {config.pooling!r}: expected auto, mean or cls")
+    if arch == "encoder" and located.ettin:
         labels["classifier_pooling"] = "mean" if config.pooling == "auto" else config.pooling
+    elif config.pooling != "auto":
+        raise EttinError(f"--pooling {config.pooling}: {ref.describe()} is {describe_arch(located.config)}, which "
+                         "pools as its own classifier does; leave --pooling at auto")
     source = locate(config.init_from) if config.init_from else ref
     model = AutoModelForSequenceClassification.from_pretrained(
         source.path, revision=source.revision, num_labels=data.num_labels, pad_token_id=tokenizer.pad_token_id,
         problem_type="regression" if data.regression else "single_label_classification",
         ignore_mismatched_sizes=config.init_from is not None, **labels, **model_kwargs(runtime),
         # The decoder's prediction head (dense, GELU, LayerNorm) is its LM head's, as the encoder's is its MLM head's.
-        key_mapping={r"^lm_head\.": "head."} if arch == "decoder" else None)
+        key_mapping={r"^lm_head\.": "head."} if arch == "decoder" and located.ettin else None)
     # transformers would reverse that mapping when saving; the classifier is saved under its own names.
     model._weight_conversions = None
     if config.lora:
@@ -105,7 +111,7 @@ def build_model(config: ClassifyConfig, data: ClassificationData, runtime):
 
         model = get_peft_model(model, LoraConfig(
             task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=LORA_TARGET_MODULES[arch].split(","), modules_to_save=["head", "classifier"]))
+            target_modules=lora_target_modules(located), modules_to_save=["head", "classifier"] if located.ettin else None))
     return model, tokenizer, arch
 
 

@@ -36,7 +36,7 @@ class ColbertConfig(RetrievalConfig):
 
 
 def build_model(config: ColbertConfig, runtime, located=None) -> models.ColBERT:
-    ref, _ = located or locate_model(config, "colbert")
+    ref = (located or locate_model(config, "colbert")).ref
     return models.ColBERT(model_name_or_path=ref.path, revision=ref.revision, device=str(runtime.device),
                           query_length=config.query_length, document_length=config.document_length,
                           model_kwargs=model_kwargs(runtime))

@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import torch
-from transformers import (
-    AutoTokenizer,
-    ModernBertConfig,
-    ModernBertDecoderConfig,
-    ModernBertDecoderForCausalLM,
-    ModernBertForMaskedLM,
-    PretrainedConfig,
-    PreTrainedModel,
-)
+from transformers import PretrainedConfig, PreTrainedModel
 
-from .backbone import arch_of, load_model, locate
+from .folders import atomic_folder
+from .models import arch_of, ettin_classes, is_ettin, load_model, load_tokenizer, locate_model
 from .errors import ArgumentParser, EttinError, cli_entry
 from .tokenizer import set_post_processing
 
@@ -42,8 +34,7 @@ def convert_config(config: PretrainedConfig, to: str) -> PretrainedConfig:
     # Both configurations take the 128-token window as local_attention; each stores its half-width.
     values["local_attention"] = 2 * config.sliding_window
     values["global_attn_every_n_layers"] = getattr(config, "global_attn_every_n_layers", 3)
-    config_class = ModernBertConfig if to == "encoder" else ModernBertDecoderConfig
-    converted = config_class(**values)
+    converted = ettin_classes(to).config(**values)
     converted._attn_implementation = config._attn_implementation
     return converted
 
@@ -79,13 +70,15 @@ def convert_model(model: PreTrainedModel, to: str) -> PreTrainedModel:
     """The same weights in the other architecture ("encoder" or "decoder"); a no-op copy if already there."""
     if to not in ("encoder", "decoder"):
         raise EttinError(f"cannot convert to {to!r}; expected 'encoder' or 'decoder'")
+    if not is_ettin(model.config):
+        raise EttinError(f"cannot convert a {model.config.model_type} model: conversion maps Ettin (ModernBERT) weights")
     source = arch_of(model.config)
     if source == to:
         return model
     config = convert_config(model.config, to)
     state = model.state_dict()
     state = _encoder_to_decoder_state(state) if to == "decoder" else _decoder_to_encoder_state(state)
-    target = (ModernBertForMaskedLM if to == "encoder" else ModernBertDecoderForCausalLM)(config)
+    target = ettin_classes(to).pretraining(config)
     missing, unexpected = target.load_state_dict(state, strict=False)
     # The tied output weight is the embedding itself; anything else missing would be a bug.
     if [m for m in missing if m != "decoder.weight"] or unexpected:
@@ -106,15 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if os.path.exists(args.output_dir):
         raise EttinError(f"output folder {args.output_dir} already exists; choose a new --output-dir")
-    ref = locate(args.model)
-    converted = convert_model(load_model(args.model), args.to)
-    tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision)
+    located = locate_model(args.model)
+    converted = convert_model(load_model(located), args.to)
+    tokenizer = load_tokenizer(located)
     set_post_processing(tokenizer, args.to)
-    staging = args.output_dir.rstrip("/") + ".tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    converted.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    os.replace(staging, args.output_dir)
+    with atomic_folder(args.output_dir) as staging:
+        converted.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
     print(f"wrote {arch_of(converted.config)} to {args.output_dir}")
 
 

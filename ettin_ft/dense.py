@@ -39,7 +39,8 @@ def locate(config: DenseConfig):
 
 
 def build_model(config: DenseConfig, runtime, located=None) -> SentenceTransformer:
-    ref, arch = located or locate(config)
+    located = located or locate(config)
+    ref, arch = located.ref, located.arch
     transformer = models.Transformer(ref.path, max_seq_length=config.max_seq_length,
                                      model_args={**model_kwargs(runtime), "revision": ref.revision})
     pooling = config.pooling if config.pooling != "auto" else ("mean" if arch == "encoder" else "lasttoken")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from transformers.utils.logging import disable_progress_bar
 
-from .backbone import load_model, load_tokenizer
+from .models import load_model, load_tokenizer, locate_model
 from .errors import ArgumentParser, EttinError, cli_entry
 
 
@@ -21,13 +21,12 @@ def fill_mask(model, text: str, top_k: int = 5, tokenizer=None) -> list[tuple[st
 
     ``model`` is a loaded masked LM (with ``tokenizer``) or anything ``--model`` accepts.
     """
-    name = model if isinstance(model, str) else None
-    tokenizer = load_tokenizer(name, arch="encoder") if name else tokenizer
+    if isinstance(model, str):
+        located = locate_model(model, ("encoder",), hint=" (for a decoder use python -m ettin_ft.generate)")
+        model, tokenizer = load_model(located).eval(), load_tokenizer(located)
     mask = tokenizer.mask_token
     if text.count(mask) != 1:
         raise EttinError(f"the text must contain {mask} exactly once; found it {text.count(mask)} times in {text!r}")
-    if name:
-        model = load_model(name, arch="encoder", wrong_arch_hint=" (for a decoder use python -m ettin_ft.generate)").eval()
     encoded = tokenizer(text, return_tensors="pt").to(next(model.parameters()).device)
     with torch.inference_mode():
         logits = model(**encoded).logits[0]

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers.utils.logging import disable_progress_bar
 
-from .backbone import choose_runtime, load_model, load_tokenizer
+from .models import load_model, load_tokenizer, locate_model
+from .runtime import choose_runtime
 from .config import parse_config
 from .errors import EttinError, cli_entry
 
@@ -53,8 +54,8 @@ def load_generator(name: str, device: str | None = None):
             model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         model = PeftModel.from_pretrained(model, name)
     else:
-        model = load_model(name, arch="decoder", wrong_arch_hint=" (for an encoder use python -m ettin_ft.fill_mask)")
-        tokenizer = load_tokenizer(name, arch="decoder")
+        located = locate_model(name, ("decoder",), hint=" (for an encoder use python -m ettin_ft.fill_mask)")
+        model, tokenizer = load_model(located), load_tokenizer(located)
     runtime = choose_runtime(device)
     return model.to(runtime.device).eval(), tokenizer
 

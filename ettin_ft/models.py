@@ -1,4 +1,5 @@
-"""The Ettin registry: sizes → official shapes, short names → hub ids.
+"""Ettin models: the architecture → classes table, building an official shape, loading any encoder or
+decoder (Ettin or another transformers model), LoRA targets, and the registry table.
 
 ``python -m ettin_ft.models`` prints the registry as a table, ``--json`` as a JSON list.
 """
@@ -6,120 +7,237 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
+import re
+import sys
 from dataclasses import dataclass
 
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    ModernBertConfig,
+    ModernBertDecoderConfig,
+    ModernBertDecoderForCausalLM,
+    ModernBertForMaskedLM,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
 from .errors import ArgumentParser, EttinError, cli_entry
-
-VOCAB_SIZE = 50368
-# A global-attention layer every third layer, starting at layer 0 (0, 3, 6, ...).
-GLOBAL_EVERY = 3
-LOCAL_WINDOW = 128
+from .hub import locate
+from .registry import (ARCHS, ETTIN_SPECIAL_IDS, LOCAL_WINDOW, OFFICIAL_SIZES, SHAPES, VOCAB_SIZE, ModelRef,
+                       global_layers, hub_id, layer_types, rope_parameters, shape_of)
 
 
 @dataclass(frozen=True)
-class Shape:
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
+class ArchClasses:
+    model_type: str
+    config: type
+    pretraining: type  # the class pretraining builds
+    auto: type  # the auto class that loads any model of this architecture with its pretraining head
+    lora_targets: tuple[str, ...]  # attention and MLP linear layers (the encoder fuses q/k/v into Wqkv)
 
 
-SHAPES: dict[str, Shape] = {
-    "17m": Shape(7, 256, 384, 4),
-    "32m": Shape(10, 384, 576, 6),
-    "68m": Shape(19, 512, 768, 8),
-    "150m": Shape(22, 768, 1152, 12),
-    "400m": Shape(28, 1024, 2624, 16),
-    "1b": Shape(28, 1792, 3840, 28),
-    # Not released: same layout rules, small enough for CPU tests and the quickstart.
-    "tiny": Shape(4, 64, 96, 2),
-}
-OFFICIAL_SIZES = ("17m", "32m", "68m", "150m", "400m", "1b")
-NOMINAL_PARAMETERS = {"17m": 17e6, "32m": 32e6, "68m": 68e6, "150m": 150e6, "400m": 400e6, "1b": 1e9}
-ARCHS = ("encoder", "decoder")
-
-# Released variants: name → (architecture it loads as, hub id pattern).
-VARIANTS: dict[str, tuple[str, str]] = {
-    "encoder": ("encoder", "jhu-clsp/ettin-encoder-{size}"),
-    "decoder": ("decoder", "jhu-clsp/ettin-decoder-{size}"),
-    "enc-from-dec": ("encoder", "jhu-clsp/ettin-enc-from-dec-{size}"),
-    "dec-from-enc": ("decoder", "jhu-clsp/ettin-dec-from-enc-{size}"),
+ETTIN_CLASSES = {
+    "encoder": ArchClasses("modernbert", ModernBertConfig, ModernBertForMaskedLM, AutoModelForMaskedLM,
+                           ("Wqkv", "Wo", "Wi")),
+    "decoder": ArchClasses("modernbert-decoder", ModernBertDecoderConfig, ModernBertDecoderForCausalLM,
+                           AutoModelForCausalLM, ("q_proj", "k_proj", "v_proj", "Wo", "Wi")),
 }
 
 
-def global_layers(num_layers: int) -> list[int]:
-    return [i for i in range(num_layers) if i % GLOBAL_EVERY == 0]
+def ettin_classes(arch: str) -> ArchClasses:
+    if arch not in ETTIN_CLASSES:
+        raise EttinError(f"unknown architecture {arch!r}; expected 'encoder' or 'decoder'")
+    return ETTIN_CLASSES[arch]
 
 
-def layer_types(num_layers: int) -> list[str]:
-    """Explicit per-layer attention types (some transformers versions default differently)."""
-    return ["full_attention" if i % GLOBAL_EVERY == 0 else "sliding_attention" for i in range(num_layers)]
-
-
-def shape_of(size: str) -> Shape:
-    if size not in SHAPES:
-        raise EttinError(f"unknown Ettin size {size!r}; expected one of {', '.join(SHAPES)}")
-    return SHAPES[size]
-
-
-def hub_id(size: str, variant: str = "encoder") -> str:
-    if variant not in VARIANTS:
-        raise EttinError(f"unknown Ettin variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-    if size not in OFFICIAL_SIZES:
-        raise EttinError(
-            f"size {size!r} has no released weights (released: {', '.join(OFFICIAL_SIZES)}); "
-            "build one with `python -m ettin_ft.pretrain --size tiny ...`"
-        )
-    return VARIANTS[variant][1].format(size=size)
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """Where a model comes from: a local folder, or a hub repository at an optional revision."""
-
-    name: str  # what the user typed
-    path: str  # local folder or hub repo id
-    revision: str | None
-    arch: str | None  # "encoder"/"decoder" when the name implies it
-    local: bool
-
-    def describe(self) -> str:
-        where = self.path + (f"@{self.revision}" if self.revision else "")
-        return where if self.name == where else f"{self.name} ({where})"
-
-
-def resolve(name: str, arch: str | None = None) -> ModelRef:
-    """Resolve a short name, hub id (``org/model[@revision]``) or local path.
-
-    Short names: ``150m`` (the ``arch`` architecture, encoder by default), ``encoder-150m``,
-    ``decoder-150m``, ``enc-from-dec-150m`` and ``dec-from-enc-150m``.
-    """
-    if os.path.isdir(name):
-        return ModelRef(name, name, None, arch, local=True)
-    if name in OFFICIAL_SIZES:
-        variant = arch or "encoder"
-        return ModelRef(name, hub_id(name, variant), None, VARIANTS[variant][0], local=False)
-    for variant, (variant_arch, _) in VARIANTS.items():
-        prefix = variant + "-"
-        if name.startswith(prefix) and name[len(prefix) :] in SHAPES:
-            return ModelRef(name, hub_id(name[len(prefix) :], variant), None, variant_arch, local=False)
-    if name == "tiny":
-        hub_id("tiny")  # raises the "no released weights" error
-    repo, _, revision = name.partition("@")
-    if repo.count("/") == 1 and all(repo.split("/")) and not repo.startswith((".", "/")):
-        return ModelRef(name, repo, revision or None, arch, local=False)
-    raise EttinError(
-        f"model {name!r} is neither a local folder nor a hub id (org/name[@revision]) nor a short name "
-        f"({', '.join(OFFICIAL_SIZES)}, optionally prefixed by {', '.join(v + '-' for v in VARIANTS)})"
+def model_config(
+    size: str,
+    arch: str,
+    *,
+    vocab_size: int = VOCAB_SIZE,
+    special_ids: dict[str, int] | None = None,
+    context: int = 1024,
+    global_rope_theta: float | None = None,
+    local_rope_theta: float | None = None,
+    attn_implementation: str | None = None,
+) -> PretrainedConfig:
+    """The official Ettin configuration of ``size`` for ``arch`` ("encoder" or "decoder")."""
+    shape = shape_of(size)
+    ids = {**ETTIN_SPECIAL_IDS, **(special_ids or {})}
+    rope = rope_parameters(context, global_rope_theta, local_rope_theta)
+    config = ettin_classes(arch).config(
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        max_position_embeddings=context,
+        layer_types=layer_types(shape.layers),
+        global_attn_every_n_layers=3,
+        local_attention=LOCAL_WINDOW,
+        rope_parameters=rope,
+        hidden_activation="gelu",  # with the doubled input projection: GeGLU
+        attention_bias=False,
+        mlp_bias=False,
+        norm_bias=False,
+        tie_word_embeddings=True,
+        pad_token_id=ids["pad"],
+        bos_token_id=ids["cls"],
+        eos_token_id=ids["sep"],
+        cls_token_id=ids["cls"],
+        sep_token_id=ids["sep"],
     )
+    if attn_implementation:
+        config._attn_implementation = attn_implementation
+    return config
+
+
+def special_ids_of(tokenizer) -> dict[str, int]:
+    return {
+        "cls": tokenizer.cls_token_id,
+        "sep": tokenizer.sep_token_id,
+        "pad": tokenizer.pad_token_id,
+        "mask": tokenizer.mask_token_id,
+    }
+
+
+def build_model(size: str, arch: str, tokenizer=None, **config_kwargs) -> PreTrainedModel:
+    """A freshly initialised Ettin model; with ``tokenizer`` its vocabulary and special ids are used."""
+    if tokenizer is not None:
+        config_kwargs.setdefault("vocab_size", len(tokenizer))
+        config_kwargs.setdefault("special_ids", special_ids_of(tokenizer))
+    return ettin_classes(arch).pretraining(model_config(size, arch, **config_kwargs))
+
+
+def is_ettin(config: PretrainedConfig) -> bool:
+    return any(config.model_type == classes.model_type for classes in ETTIN_CLASSES.values())
+
+
+def arch_of(config: PretrainedConfig) -> str:
+    """"encoder" or "decoder": Ettin's by model type, any other transformers model by its head (masked LM or
+    causal LM), so BERT, RoBERTa, DeBERTa, Llama, SmolLM or Qwen baselines go through the same recipes."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    for arch, classes in ETTIN_CLASSES.items():
+        if config.model_type == classes.model_type:
+            return arch
+    saved_as = config.architectures or []
+    if any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in saved_as):
+        return "decoder"
+    if any(name.endswith(("ForMaskedLM", "ForPreTraining")) for name in saved_as):
+        return "encoder"
+    # BERT-like types also have a causal-LM class: a masked-LM head means an encoder.
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "encoder"
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "decoder"
+    raise EttinError(f"model type {config.model_type!r} is neither an encoder with a masked-LM head nor a causal "
+                     "decoder that transformers knows")
+
+
+def describe_arch(config: PretrainedConfig) -> str:
+    """"an Ettin encoder", "a bert encoder", …: how errors and notices name a model."""
+    arch = arch_of(config)
+    family = "Ettin" if is_ettin(config) else config.model_type
+    return f"{'an' if family[0].lower() in 'aeiou' else 'a'} {family} {arch}"
+
+
+def _needs(allowed: tuple[str, ...]) -> str:
+    return " or ".join(f"{'an' if kind == 'encoder' else 'a'} {kind}" for kind in allowed)
+
+
+@dataclass(frozen=True)
+class LocatedModel:
+    ref: ModelRef
+    config: PretrainedConfig
+    arch: str
+
+    @property
+    def ettin(self) -> bool:
+        return is_ettin(self.config)
+
+
+def locate_model(name: str | ModelRef, allowed: tuple[str, ...] = ARCHS, purpose: str = "this command",
+                 hint: str = "") -> LocatedModel:
+    """Find a model, read its configuration (nothing else is downloaded) and check its architecture.
+
+    ``purpose`` and ``hint`` complete the wrong-architecture error: "X is an Ettin decoder; <purpose> needs an
+    encoder<hint>". A model that is not an Ettin one gets one notice line: the defaults may not suit it.
+    """
+    ref = name if isinstance(name, ModelRef) else locate(name, arch=allowed[0] if len(allowed) == 1 else None)
+    config = AutoConfig.from_pretrained(ref.path, revision=ref.revision)
+    arch = arch_of(config)
+    if arch not in allowed:
+        raise EttinError(f"{ref.describe()} is {describe_arch(config)}; {purpose} needs {_needs(allowed)}{hint}")
+    if not is_ettin(config):
+        print(f"note: {ref.describe()} is {describe_arch(config)}, not an Ettin model: ettin-ft's Ettin-specific "
+              "defaults (learning rates, special tokens, LoRA targets) may not suit it", file=sys.stderr, flush=True)
+    return LocatedModel(ref, config, arch)
+
+
+def load_model(name: str | LocatedModel, arch: str | None = None, wrong_arch_hint: str = "", **kwargs) -> PreTrainedModel:
+    """Load an encoder (with its masked-LM head) or decoder (causal LM) from a short name, hub id or folder.
+
+    ``wrong_arch_hint`` ends the error raised when the model is not the expected ``arch`` (say, which
+    command takes the other kind).
+    """
+    located = name if isinstance(name, LocatedModel) else locate_model(name, (arch,) if arch else ARCHS, hint=wrong_arch_hint)
+    auto = ETTIN_CLASSES[located.arch].auto
+    return auto.from_pretrained(located.ref.path, revision=located.ref.revision, **kwargs)
+
+
+def load_tokenizer(name: str | ModelRef | LocatedModel, arch: str | None = None):
+    ref = name.ref if isinstance(name, LocatedModel) else name if isinstance(name, ModelRef) else locate(name, arch)
+    return AutoTokenizer.from_pretrained(ref.path, revision=ref.revision)
+
+
+def lora_target_modules(located: LocatedModel) -> list[str] | None:
+    """The linear layers LoRA adapts: Ettin's attention and MLP projections; for other models peft's own
+    per-model-type choice (None), or one clear line when peft has none."""
+    if located.ettin:
+        return list(ETTIN_CLASSES[located.arch].lora_targets)
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    if located.config.model_type not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+        raise EttinError(f"{located.ref.describe()}: no default LoRA target modules for model type "
+                         f"{located.config.model_type!r}; name them with --lora-target-modules")
+    return None
+
+
+# Keys transformers reports when a pretraining checkpoint becomes a task model: the pretraining heads it
+# leaves out (MLM head, LM head, output bias) and the new classifier. Both are expected there.
+EXPECTED_UNUSED = ("head.", "decoder.", "lm_head.")
+EXPECTED_NEW = ("classifier.",)
+_REPORT_ROW = re.compile(r"^(\S+)\s*\|\s*(UNEXPECTED|MISSING|MISMATCH)\b", re.MULTILINE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class ExpectedLoadReports(logging.Filter):
+    """Drop transformers' LOAD REPORT when it lists only the expected keys; any other report still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = _ANSI.sub("", str(record.msg))
+        if "LOAD REPORT" not in message:
+            return True
+        rows = _REPORT_ROW.findall(message)
+        expected = all((status == "UNEXPECTED" and key.startswith(EXPECTED_UNUSED))
+                       or (status == "MISSING" and key.startswith(EXPECTED_NEW)) for key, status in rows)
+        return not (rows and expected)
+
+
+def quiet_expected_load_reports() -> None:
+    logger = logging.getLogger("transformers.modeling_utils")
+    if not any(isinstance(f, ExpectedLoadReports) for f in logger.filters):
+        logger.addFilter(ExpectedLoadReports())
 
 
 def count_parameters(size: str, arch: str) -> int:
     """Parameters of the official shape, embeddings included (tied weights once), built on meta."""
     import torch
-
-    from .backbone import build_model
 
     with torch.device("meta"):
         model = build_model(size, arch)

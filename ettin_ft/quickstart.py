@@ -23,6 +23,7 @@ from typing import Callable
 
 from .config import parse_config, to_dict
 from .errors import EttinError, cli_entry
+from .folders import atomic_folder
 
 
 @dataclass
@@ -78,9 +79,8 @@ class Quickstart:
         world.write(self.world)
         write_jsonl(os.path.join(self.world, "rerank_train_others.jsonl"),
                     world.rerank_examples_about_others(self.config.rerank_people))
-        staging = self.path(".staging-tokenizer")
-        train_tokenizer(world.pretraining_texts(), vocab_size=self.config.vocab_size).save_pretrained(staging)
-        os.replace(staging, self.path("tokenizer"))
+        with atomic_folder(self.path("tokenizer")) as staging:
+            train_tokenizer(world.pretraining_texts(), vocab_size=self.config.vocab_size).save_pretrained(staging)
 
     def pretrain(self, stage: str, arch: str) -> None:
         from .pretrain import PretrainConfig

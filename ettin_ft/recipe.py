@@ -18,11 +18,14 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backbone import arch_of, choose_runtime, locate
 from .config import dump_yaml, parse_config, plain, to_dict
 from .data.loading import check_texts, load_beir, load_data
 from .evaluation import NANOBEIR_EN
 from .errors import EttinError
+from .folders import atomic_folder
+from .models import LocatedModel, quiet_expected_load_reports
+from .models import locate_model as locate_checked
+from .runtime import choose_runtime
 
 
 # Training columns that hold no text (every other column a recipe reads must be non-empty text).
@@ -83,8 +86,6 @@ def prepare_run(config: RecipeConfig, args, runtime=None):
     """
     from transformers import set_seed
 
-    from .backbone import quiet_expected_load_reports
-
     quiet_expected_load_reports()
     set_seed(args.seed)
     if runtime is None:
@@ -130,19 +131,9 @@ def load_training_data(config: RecipeConfig, columns: list[str], optional: list[
     return split["train"], split["test"]
 
 
-def locate_model(config: RecipeConfig, recipe: str, allowed: tuple[str, ...] = ("encoder",)):
-    """Resolve --model and check its architecture: (ModelRef, "encoder" | "decoder")."""
-    from transformers import AutoConfig
-
-    ref = locate(config.model, arch="encoder" if "encoder" in allowed else None)
-    model_config = AutoConfig.from_pretrained(ref.path, revision=ref.revision)
-    arch = arch_of(model_config)
-    if arch not in allowed:
-        raise EttinError(
-            f"{ref.describe()} is an Ettin {arch}; the {recipe} recipe needs "
-            + " or ".join(f"{'an' if kind == 'encoder' else 'a'} {kind}" for kind in allowed)
-        )
-    return ref, arch
+def locate_model(config: RecipeConfig, recipe: str, allowed: tuple[str, ...] = ("encoder",)) -> LocatedModel:
+    """Find --model, read its configuration and check that the recipe takes its architecture."""
+    return locate_checked(config.model, allowed, purpose=f"the {recipe} recipe")
 
 
 def model_kwargs(runtime) -> dict[str, Any]:
@@ -204,10 +195,8 @@ def save_final(model, output_dir: str, name: str = "final", save=None) -> str:
     ``save(folder)`` defaults to the library's own save_pretrained (model card included).
     """
     final = os.path.join(output_dir, name)
-    staging = os.path.join(output_dir, f".staging-{name}")
-    shutil.rmtree(staging, ignore_errors=True)
-    (save or model.save_pretrained)(staging)
-    os.replace(staging, final)
+    with atomic_folder(final) as staging:
+        (save or model.save_pretrained)(staging)
     return final
 
 

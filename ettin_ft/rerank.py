@@ -70,7 +70,7 @@ def training_pairs(config: RerankConfig) -> datasets.Dataset:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
-    from .backbone import locate
+    from .hub import locate
 
     try:
         ref = locate(config.mining_model)
@@ -87,7 +87,7 @@ def training_pairs(config: RerankConfig) -> datasets.Dataset:
 def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runtime=None, dry_run=False):
     """Train a cross-encoder reranker as ``config`` says; returns the trained CrossEncoder."""
     args, runtime = prepare_run(config, args, runtime)
-    ref, _ = locate_model(config, "rerank")
+    ref = locate_model(config, "rerank").ref
     if config.num_negatives < 1:
         raise EttinError(f"--num-negatives must be at least 1, got {config.num_negatives}")
     train = training_pairs(config)

@@ -13,6 +13,8 @@ resized; BOS ([CLS]) stays first in every sequence. Loss on assistant tokens onl
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib.util
 import math
 from dataclasses import dataclass, field
@@ -21,11 +23,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from .backbone import LORA_TARGET_MODULES, add_chat_support
 from .compat import route_fused_loss_through_prediction_head
 from .data.loading import check_texts, validate_chats
+from .config import read_yaml
 from .errors import EttinError, cli_entry
+from .models import lora_target_modules
 from .generate import generate
+from .tokenizer import add_chat_support
 from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, output_folder, parse_recipe,
                      print_dry_run, save_with_tokenizer, prepare_run, write_results)
 
@@ -46,11 +50,24 @@ class SftRecipeConfig(RecipeConfig):
     lora_r: int = field(default=32, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_target_modules: str = field(default=LORA_TARGET_MODULES["decoder"], metadata={"help": "comma-separated module names to adapt"})
+    lora_target_modules: str | None = field(default=None, metadata={"help": "comma-separated module names to adapt (default: Ettin's attention and MLP projections; peft's choice for other models)"})
     merge: bool = field(default=False, metadata={"help": "with --lora, also write the merged full model to DIR/merged"})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base model in 4 bits (CUDA and the bnb extra)"})
     eval_generations: int = field(default=32, metadata={"help": "held-out conversations answered greedily before and after (exact match, samples)"})
     max_new_tokens: int = field(default=64, metadata={"help": "tokens generated per held-out answer"})
+
+
+def release_defaults(argv: list[str] | None) -> dict:
+    """The release defaults, with LoRA's own (still below --config and flags) when --lora is given."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--lora", nargs="?", const="true")
+    parser.add_argument("--config")
+    known, _ = parser.parse_known_args(argv)
+    if known.lora is not None:
+        lora = known.lora.lower() in ("true", "1", "yes")
+    else:
+        lora = bool(known.config and read_yaml(known.config).get("lora"))
+    return {**DEFAULTS, **LORA_DEFAULTS} if lora else DEFAULTS
 
 
 def data_format(dataset, where: str) -> str:
@@ -69,9 +86,13 @@ def with_bos(dataset, fmt: str, bos: str):
     return dataset.map(lambda row: {column: bos + row[column]})
 
 
-def build_model(config: SftRecipeConfig, runtime):
+def locate(config: SftRecipeConfig):
+    return locate_model(config, "sft", allowed=("decoder",))
+
+
+def build_model(config: SftRecipeConfig, runtime, located=None):
     """The decoder and its tokenizer, with ChatML added."""
-    ref, _ = locate_model(config, "sft", allowed=("decoder",))
+    ref = (located or locate(config)).ref
     kwargs = {**model_kwargs(runtime), "revision": ref.revision}
     if config.load_in_4bit:
         if runtime.device.type != "cuda":
@@ -90,12 +111,13 @@ def build_model(config: SftRecipeConfig, runtime):
     return model, tokenizer
 
 
-def lora_config(config: SftRecipeConfig):
+def lora_config(config: SftRecipeConfig, located):
     from peft import LoraConfig
 
+    targets = ([m.strip() for m in config.lora_target_modules.split(",") if m.strip()] if config.lora_target_modules
+               else lora_target_modules(located))
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=[m.strip() for m in config.lora_target_modules.split(",") if m.strip()],
-                      task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM")
 
 
 def answer_samples(model, tokenizer, held_out, fmt: str, config: SftRecipeConfig) -> list[dict]:
@@ -140,15 +162,15 @@ def load_sft_data(config: SftRecipeConfig):
     return splits[0], splits[1], fmt
 
 
-def build_trainer(config: SftRecipeConfig, args: SFTConfig, model, tokenizer, train, held_out, fmt: str) -> SFTTrainer:
-    args.assistant_only_loss = fmt == "conversational" and not config.all_tokens
-    args.completion_only_loss = fmt == "prompt-completion" and not config.all_tokens
-    if config.max_seq_length:
-        args.max_length = config.max_seq_length
-    if held_out is None:
-        args.eval_strategy = "no"
+def build_trainer(config: SftRecipeConfig, args: SFTConfig, model, tokenizer, train, held_out, fmt: str,
+                  peft_config=None) -> SFTTrainer:
+    """trl's SFTTrainer with the loss mask the data format calls for (on a copy of ``args``)."""
+    args = dataclasses.replace(
+        args, assistant_only_loss=fmt == "conversational" and not config.all_tokens,
+        completion_only_loss=fmt == "prompt-completion" and not config.all_tokens,
+        max_length=config.max_seq_length or args.max_length, eval_strategy=args.eval_strategy if held_out else "no")
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
-                         peft_config=lora_config(config) if config.lora else None)
+                         peft_config=peft_config)
     route_fused_loss_through_prediction_head(trainer)
     return trainer
 
@@ -158,14 +180,16 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
     args, runtime = prepare_run(config, args, runtime)
     if (config.merge or config.load_in_4bit) and not config.lora:
         raise EttinError("--merge and --load-in-4bit apply to LoRA training; add --lora")
+    located = locate(config)
     train, held_out, fmt = load_sft_data(config)
-    model, tokenizer = build_model(config, runtime)
+    model, tokenizer = build_model(config, runtime, located)  # after every input check
     train, held_out = (with_bos(split, fmt, tokenizer.bos_token) for split in (train, held_out))
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
     with output_folder(args.output_dir):
-        trainer = build_trainer(config, args, model, tokenizer, train, held_out, fmt)
+        trainer = build_trainer(config, args, model, tokenizer, train, held_out, fmt,
+                                peft_config=lora_config(config, located) if config.lora else None)
         before, samples_before = evaluate_sft(trainer, held_out, fmt, config)
         trainer.train()
         after, samples_after = evaluate_sft(trainer, held_out, fmt, config)
@@ -184,11 +208,9 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    description = "Fine-tune an Ettin decoder into a chat model with trl (any SFTConfig field is a flag)."
-    parsed = parse_recipe(SftRecipeConfig, SFTConfig, DEFAULTS, argv, "python -m ettin_ft.sft", description)
-    if parsed[0].lora:  # LoRA's own defaults, still below --config and flags
-        parsed = parse_recipe(SftRecipeConfig, SFTConfig, {**DEFAULTS, **LORA_DEFAULTS}, argv, "python -m ettin_ft.sft", description)
-    config, args, dry_run = parsed
+    config, args, dry_run = parse_recipe(
+        SftRecipeConfig, SFTConfig, release_defaults(argv), argv, "python -m ettin_ft.sft",
+        "Fine-tune an Ettin decoder into a chat model with trl (any SFTConfig field is a flag).")
     train_sft(config, args, dry_run=dry_run)
 
 

@@ -31,7 +31,7 @@ class SparseConfig(RetrievalConfig):
 
 
 def build_model(config: SparseConfig, runtime, located=None) -> SparseEncoder:
-    ref, _ = located or locate_model(config, "sparse")
+    ref = (located or locate_model(config, "sparse")).ref
     mlm = models.MLMTransformer(ref.path, max_seq_length=config.max_seq_length,
                                 model_args={**model_kwargs(runtime), "revision": ref.revision})
     return SparseEncoder(modules=[mlm, models.SpladePooling("max")], device=str(runtime.device))

@@ -13,7 +13,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import PreTrainedTokenizerFast
 
 from .errors import EttinError
-from .models import VOCAB_SIZE
+from .registry import VOCAB_SIZE
 
 SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
 # ModernBERT reserves 88 ids after its BPE vocabulary: the five specials above and 83 unused slots.
@@ -109,3 +109,17 @@ def add_chat_template(tokenizer) -> int:
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.eos_token = "<|im_end|>"
     return added
+
+
+def add_chat_support(model, tokenizer) -> None:
+    """Give a decoder and its tokenizer ChatML if the tokenizer has no chat template yet.
+
+    Ettin decoders ship without one: the <|im_start|>/<|im_end|> tokens are added offline and the
+    embeddings resized (new rows drawn around the mean of the old ones); generation stops at <|im_end|>.
+    """
+    if tokenizer.chat_template is not None:
+        return
+    add_chat_template(tokenizer)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id

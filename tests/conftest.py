@@ -55,7 +55,7 @@ def decoder_tokenizer(world):
 
 
 def _save_tiny(arch: str, tokenizer, folder: Path) -> Path:
-    from ettin_ft.backbone import build_model
+    from ettin_ft.models import build_model
 
     torch.manual_seed(0)
     model = build_model("tiny", arch, tokenizer=tokenizer)

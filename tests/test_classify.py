@@ -229,7 +229,7 @@ def test_init_from_a_classifier_keeps_its_backbone_and_draws_a_new_head(pretrain
     weights, with a new head when its labels differ (here five topics → two claim labels)."""
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
-    from ettin_ft.backbone import choose_runtime
+    from ettin_ft.runtime import choose_runtime
     from ettin_ft.classify import ClassifyConfig, build_model, load_data, train_classify
 
     encoder = str(pretrained_tiny("encoder"))

@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from ettin_ft.errors import EttinError
-from ettin_ft.models import NOMINAL_PARAMETERS, OFFICIAL_SIZES, SHAPES, registry, resolve
+from ettin_ft.registry import NOMINAL_PARAMETERS, OFFICIAL_SIZES, SHAPES, resolve
+from ettin_ft.models import registry
 
 
 @pytest.mark.parametrize("size", OFFICIAL_SIZES)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ettin_ft.backbone import build_model
+from ettin_ft.models import build_model
 from ettin_ft.training.objectives import PretrainingModule, packed_attention_inputs
 from ettin_ft.training.packing import (
     SpecialIds,

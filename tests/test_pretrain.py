@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from ettin_ft.config import parse_config
 from ettin_ft.convert import convert_model
-from ettin_ft.models import SHAPES
+from ettin_ft.registry import SHAPES
 from ettin_ft.pretrain import PretrainConfig
 from ettin_ft.training.loop import make_scheduler
 
@@ -91,7 +91,7 @@ def test_phase_schedules():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_parses_and_builds_its_shape(path):
-    from ettin_ft.backbone import build_model
+    from ettin_ft.models import build_model
 
     (config, _) = parse_config(PretrainConfig, argv=["--config", str(path)])
     with torch.device("meta"):

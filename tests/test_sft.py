@@ -78,7 +78,7 @@ def test_saved_chat_model_reloads_with_the_same_outputs(full_sft):
 
 
 def test_labels_cover_only_assistant_turns_and_the_loss_is_the_models_own(pretrained_decoder, tmp_path):
-    from ettin_ft.backbone import choose_runtime
+    from ettin_ft.runtime import choose_runtime
     from ettin_ft.sft import build_model, build_trainer, load_sft_data
 
     chats = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Question {i}?"},

@@ -91,7 +91,7 @@ def reach_hub_dataset(repo: str, revision: str | None = None) -> None:
     minutes when offline. Nothing to check when HF_HUB_OFFLINE asks for the local cache."""
     from huggingface_hub import HfApi
 
-    from ..backbone import hub_offline
+    from ..hub import hub_offline
 
     if not hub_offline():
         HfApi().dataset_info(repo, revision=revision, timeout=10)

@@ -21,10 +21,13 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..backbone import arch_of, build_model, choose_runtime, locate
 from ..config import save_config
 from ..data.loading import check_texts, load_data
 from ..errors import EttinError
+from ..folders import publish, staging_folder
+from ..hub import locate
+from ..models import build_model, load_model, locate_model
+from ..runtime import choose_runtime
 from ..tokenizer import set_post_processing, train_tokenizer
 from .packing import SpecialIds, make_example, pack_documents
 from .objectives import PretrainingModule
@@ -135,25 +138,23 @@ def prepare_tokenizer(config, accelerator, train_documents):
 
 def prepare_model(config, tokenizer, attn_implementation: str):
     """A fresh model of the official shape, or --init's weights (converted across architectures)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
-
-    from ..backbone import rope_parameters
     from ..convert import convert_model
+    from ..registry import rope_parameters
 
     if config.init is None:
         return build_model(config.size, config.arch, tokenizer=tokenizer, context=config.context,
                            global_rope_theta=config.global_rope_theta, local_rope_theta=config.local_rope_theta,
                            attn_implementation=attn_implementation)
-    ref = locate(config.init)
-    model_config = AutoConfig.from_pretrained(ref.path, revision=ref.revision)
-    source_arch = arch_of(model_config)
+    located = locate_model(config.init, purpose="--init")
+    if not located.ettin:
+        raise EttinError(f"--init {config.init} is a {located.config.model_type} model; pretraining continues Ettin "
+                         "(ModernBERT) encoders and decoders only")
+    model_config = located.config
     # Context extension: a longer context and its RoPE thetas apply to continued weights too.
     model_config.max_position_embeddings = max(config.context, model_config.max_position_embeddings)
     for kind, values in rope_parameters(config.context, config.global_rope_theta, config.local_rope_theta).items():
         model_config.rope_parameters[kind]["rope_theta"] = values["rope_theta"]
-    model_class = AutoModelForMaskedLM if source_arch == "encoder" else AutoModelForCausalLM
-    model = model_class.from_pretrained(ref.path, revision=ref.revision, config=model_config,
-                                        attn_implementation=attn_implementation)
+    model = load_model(located, config=model_config, attn_implementation=attn_implementation)
     model = convert_model(model, config.arch)
     if len(tokenizer) > model.config.vocab_size:
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
@@ -228,12 +229,11 @@ def save_checkpoint(accelerator, module, tokenizer, output_dir: str, name: str, 
     """Write to a staging folder, then rename: a kill never leaves a partial checkpoint behind, and a failed
     write (disk full, no permission) leaves the last complete checkpoint as it was."""
     final_path = os.path.join(output_dir, name)
-    staging = os.path.join(output_dir, f".staging-{name}")
+    staging = staging_folder(final_path)
     # Every process takes part: under FSDP or DeepSpeed the full weights are gathered from all of them.
     weights = {key.removeprefix("model."): value for key, value in accelerator.get_state_dict(module).items()}
     try:
         if accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
             os.makedirs(staging)
         accelerator.wait_for_everyone()
         if state is not None:
@@ -244,8 +244,7 @@ def save_checkpoint(accelerator, module, tokenizer, output_dir: str, name: str, 
             if state is not None:
                 with open(os.path.join(staging, STATE_FILE), "w") as handle:
                     json.dump(state, handle, indent=2)
-            shutil.rmtree(final_path, ignore_errors=True)
-            os.replace(staging, final_path)
+            publish(staging, final_path)
     except OSError as error:
         if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)

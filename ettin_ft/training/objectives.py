@@ -11,6 +11,8 @@ from transformers.masking_utils import (
     packed_sequence_mask_function,
 )
 
+from ..models import arch_of
+
 
 def packed_attention_inputs(model: nn.Module, batch: dict[str, torch.Tensor], encoder: bool) -> dict:
     """Keyword arguments that keep attention inside each packed document.
@@ -59,7 +61,7 @@ class PretrainingModule(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.encoder = model.config.model_type == "modernbert"
+        self.encoder = arch_of(model.config) == "encoder"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inputs = packed_attention_inputs(self.model.model, batch, self.encoder)

@@ -4,9 +4,13 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from ettin_ft.backbone import build_model, choose_runtime, load_model, locate, model_config
+from ettin_ft.models import build_model, load_model, model_config
+
+from ettin_ft.runtime import choose_runtime
+
+from ettin_ft.hub import locate
 from ettin_ft.errors import EttinError
-from ettin_ft.models import SHAPES
+from ettin_ft.registry import SHAPES
 
 
 @pytest.mark.parametrize("arch", ["encoder", "decoder"])
@@ -113,7 +117,7 @@ def test_local_folder_without_model_is_rejected(tmp_path):
 
 
 def test_wrong_architecture_is_rejected(tiny_decoder_dir):
-    with pytest.raises(EttinError, match="is an Ettin decoder, but an encoder was expected"):
+    with pytest.raises(EttinError, match="is an Ettin decoder; this command needs an encoder"):
         load_model(str(tiny_decoder_dir), arch="encoder")
 
 
@@ -138,7 +142,7 @@ def test_only_the_expected_load_reports_are_silenced(tiny_encoder_dir, caplog):
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForSequenceClassification
 
-    from ettin_ft.backbone import quiet_expected_load_reports
+    from ettin_ft.models import quiet_expected_load_reports
 
     quiet_expected_load_reports()
     with caplog.at_level(logging.WARNING, logger="transformers.modeling_utils"):
