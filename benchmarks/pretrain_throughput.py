@@ -33,7 +33,7 @@ def documents() -> list[str]:
 def matmul_peak(dtype_name: str) -> float:
     import torch
 
-    from ettin_ft.training.loop import measured_peak_flops
+    from ettin_ft.training.throughput import measured_peak_flops
 
     return measured_peak_flops(torch.device("cpu"), {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name])
 
@@ -103,7 +103,7 @@ def one(args) -> None:
     import torch
 
     from ettin_ft.models import build_model
-    from ettin_ft.training.loop import flops_per_token
+    from ettin_ft.training.throughput import flops_per_token
 
     torch.set_num_threads(os.cpu_count() or 1)
     result = (run_ettin if args.impl == "ettin" else run_baseline)(args, args.tokenizer_dir)

@@ -93,7 +93,7 @@ def evaluate(recipe: str, model_dir: str, eval_set: str, max_seq_length: int, tr
     untrained starting point the recipe builds from it."""
     from ettin_ft.runtime import choose_runtime
     from ettin_ft.data.loading import load_beir
-    from ettin_ft.evaluation import rerank_evaluator, retrieval_evaluator, shared_metrics
+    from ettin_ft.evaluation import retrieval_evaluator, shared_metrics
 
     split = load_beir(str(SHARED / "retrieval_eval" / eval_set))
     runtime = choose_runtime(precision="fp32")
@@ -101,7 +101,6 @@ def evaluate(recipe: str, model_dir: str, eval_set: str, max_seq_length: int, tr
         from sentence_transformers.cross_encoder import CrossEncoder
 
         model = CrossEncoder(model_dir, num_labels=1, max_length=max_seq_length)
-        evaluator, _ = rerank_evaluator(split)
     else:
         module = importlib.import_module(f"ettin_ft.{recipe}")
         config_class = {"dense": "DenseConfig", "sparse": "SparseConfig", "colbert": "ColbertConfig"}[recipe]
@@ -117,7 +116,7 @@ def evaluate(recipe: str, model_dir: str, eval_set: str, max_seq_length: int, tr
             model = module.build_model(getattr(module, config_class)(model=model_dir, max_seq_length=max_seq_length,
                                                                      **({"document_length": 180} if recipe == "colbert" else {})),
                                        runtime)
-        evaluator = retrieval_evaluator(recipe, split)
+    evaluator = retrieval_evaluator(recipe, split)
     return shared_metrics(evaluator(model), evaluator.primary_metric)["ndcg@10"]
 
 

@@ -50,14 +50,16 @@ def step_timer(marks: list):
 def run_ettin(args, model_dir: str, packing: bool, lora: bool, marks: list) -> None:
     """The package's own path: the functions train_sft is made of, minus its before/after evaluation."""
     from ettin_ft.runtime import choose_runtime
-    from ettin_ft.sft import SftRecipeConfig, build_model, build_trainer, load_sft_data, with_bos
+    from ettin_ft.sft import SftRecipeConfig, build_model, build_trainer, load_sft_data, locate, lora_config, with_bos
 
     config = SftRecipeConfig(model=model_dir, data=str(CHATS), max_samples=args.rows, held_out=0, lora=lora,
                              precision="fp32")
+    located = locate(config)
     train, held_out, fmt = load_sft_data(config)
-    model, tokenizer = build_model(config, choose_runtime(precision="fp32"))
+    model, tokenizer = build_model(config, choose_runtime(precision="fp32"), located)
     train = with_bos(train, fmt, tokenizer.bos_token)
-    trainer = build_trainer(config, sft_args(args, tempfile.mkdtemp(), packing, lora), model, tokenizer, train, None, fmt)
+    trainer = build_trainer(config, sft_args(args, tempfile.mkdtemp(), packing, lora), model, tokenizer, train, None, fmt,
+                            peft_config=lora_config(config, located) if lora else None)
     trainer.add_callback(step_timer(marks))
     trainer.train()
 

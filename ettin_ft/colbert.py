@@ -68,7 +68,7 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
         train = distillation_data(config)
     elif objective == "contrastive":
         # In-batch negatives always; a hard negative too when the data has one.
-        train, _ = load_training_data(config, ["query", "positive"], optional=["negative"], default=None)
+        train = load_training_data(config, ["query", "positive"], optional=["negative"], default=None)
     else:
         raise EttinError(f"unknown --objective {objective!r}; expected auto, distillation or contrastive")
     evaluators = evaluators_for("colbert", config)

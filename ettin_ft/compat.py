@@ -17,6 +17,8 @@ def route_fused_loss_through_prediction_head(trainer) -> None:
     skip: training would then optimise a different model from the one that generates.
     """
     model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    if model.config.model_type != "modernbert-decoder":  # other decoders (Llama, Qwen, ...) project directly
+        return
     fused_forward = model.forward
 
     def with_head(module, inputs, output):

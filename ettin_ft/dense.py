@@ -19,7 +19,7 @@ from sentence_transformers.evaluation import SequentialEvaluator, TripletEvaluat
 
 from .errors import cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, prepare_run, train_and_save)
+                     parse_recipe, print_dry_run, prepare_run, split_held_out, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/msmarco-co-condenser-margin-mse-sym-mnrl-mean-v1", "triplet-hard", None)
 DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 512, "num_train_epochs": 1,
@@ -52,7 +52,8 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
     """Train a dense embedder as ``config`` says; returns the trained SentenceTransformer."""
     args, runtime = prepare_run(config, args, runtime)
     located = locate(config)
-    train, held_out = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
+    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=["negative"],
+                                                                default=DEFAULT_DATA))
     evaluators = {}
     if held_out is not None and "negative" in held_out.column_names:
         evaluators["held_out"] = TripletEvaluator(held_out["query"], held_out["positive"], held_out["negative"], name="held_out")

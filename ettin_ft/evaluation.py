@@ -41,7 +41,10 @@ class BM25:
 
 
 def retrieval_evaluator(kind: str, split: BeirSplit, name: str = "beir", batch_size: int = 32):
-    """The library evaluator that retrieves over the whole corpus with a ``kind`` model."""
+    """The library evaluator that retrieves over the whole corpus with a ``kind`` model (a reranker: over BM25's
+    top 100)."""
+    if kind == "rerank":
+        return rerank_evaluator(split, name, batch_size=batch_size)
     arguments = dict(
         queries=split.queries, corpus=split.documents(),
         relevant_docs={q: set(docs) for q, docs in split.qrels.items()},
@@ -154,8 +157,13 @@ def ranking_metrics(rankings: dict[str, list[str]], qrels: dict[str, dict[str, i
 
 
 def rerank_evaluator(split: BeirSplit, name: str = "beir", first_stage: int = 100, batch_size: int = 32):
-    """Rerank the BM25 top ``first_stage`` of every query (sentence-transformers' reranking evaluator)."""
+    """Rerank each query's BM25 top ``first_stage`` (sentence-transformers' reranking evaluator); its results also
+    hold ``<name>_recall@100``, the first stage's recall, which reranking cannot exceed."""
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+
+    class BM25RerankingEvaluator(CrossEncoderRerankingEvaluator):
+        def __call__(self, model, *args, **kwargs) -> dict[str, float]:
+            return {**super().__call__(model, *args, **kwargs), f"{self.name}_recall@100": first_stage_recall}
 
     documents = split.documents()
     candidates = bm25_candidates(split, first_stage)
@@ -164,10 +172,9 @@ def rerank_evaluator(split: BeirSplit, name: str = "beir", first_stage: int = 10
          "documents": [documents[d] for d in candidates[q]]}
         for q in split.queries
     ]
-    evaluator = CrossEncoderRerankingEvaluator(samples, at_k=10, always_rerank_positives=False, name=name,
-                                               batch_size=batch_size, write_csv=False)
     first_stage_recall = ranking_metrics(candidates, split.qrels)["recall@100"]
-    return evaluator, first_stage_recall
+    return BM25RerankingEvaluator(samples, at_k=10, always_rerank_positives=False, name=name, batch_size=batch_size,
+                                  write_csv=False)
 
 
 def shared_metrics(raw: dict[str, float], primary_metric: str) -> dict[str, float]:

@@ -210,8 +210,8 @@ def lora_target_modules(located: LocatedModel) -> list[str] | None:
 
 # Keys transformers reports when a pretraining checkpoint becomes a task model: the pretraining heads it
 # leaves out (MLM head, LM head, output bias) and the new classifier. Both are expected there.
-EXPECTED_UNUSED = ("head.", "decoder.", "lm_head.")
-EXPECTED_NEW = ("classifier.",)
+EXPECTED_UNUSED = ("head.", "decoder.", "lm_head.", "cls.")  # cls.: a BERT-style MLM head
+EXPECTED_NEW = ("classifier.", "score.")  # score.: the classifier of Llama-style decoders
 _REPORT_ROW = re.compile(r"^(\S+)\s*\|\s*(UNEXPECTED|MISSING|MISMATCH)\b", re.MULTILINE)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -225,7 +225,8 @@ class ExpectedLoadReports(logging.Filter):
             return True
         rows = _REPORT_ROW.findall(message)
         expected = all((status == "UNEXPECTED" and key.startswith(EXPECTED_UNUSED))
-                       or (status == "MISSING" and key.startswith(EXPECTED_NEW)) for key, status in rows)
+                       or (status == "MISSING" and (key.startswith(EXPECTED_NEW) or ".pooler." in key))  # BERT's pooler
+                   for key, status in rows)
         return not (rows and expected)
 
 

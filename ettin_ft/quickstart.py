@@ -36,6 +36,7 @@ class QuickstartConfig:
     stages: str = field(default="all", metadata={"help": "comma-separated subset of the stages (their inputs run too)"})
     rerank_people: int = field(default=1000, metadata={"help": "people behind the reranker's training examples (a second world: a cross-encoder learns to match names only from many different ones)"})
     vocab_size: int = field(default=1024, metadata={"help": "tokenizer vocabulary, shared by encoder and decoder"})
+    bias_data: str | None = field(default=None, metadata={"help": "WinoGender folder (e.g. ../shared/data/bias/winogender): the report adds the bias probe of both pretrained models"})
     seed: int = 0
 
 
@@ -231,9 +232,31 @@ def run_stage(quickstart: Quickstart, stage: Stage) -> dict:
     return record
 
 
+def bias_probes(quickstart: Quickstart, stages: list[Stage]) -> dict:
+    """The WinoGender probe of each pretrained model (zero-shot, seconds) when --bias-data is given."""
+    from .bias import BiasConfig, run_probe
+
+    results = {}
+    for stage in stages:
+        if not (quickstart.config.bias_data and stage.name.startswith("pretrain-")):
+            continue
+        arch = stage.name.removeprefix("pretrain-")
+        folder = quickstart.path(f"bias-{arch}")
+        if os.path.isfile(os.path.join(folder, "metrics.json")):
+            with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
+                metrics = json.load(handle)
+        else:
+            metrics = run_probe(BiasConfig(model=quickstart.model_of(stage.name), data=quickstart.config.bias_data,
+                                           output_dir=folder))
+        results[arch] = {k: metrics[k] for k in ("preference", "gotcha", "bls_pearson_r", "sentences")}
+        print(f"    bias probe, {arch}: prefers male {metrics['preference']['male']:.1%}, female "
+              f"{metrics['preference']['female']:.1%}, neutral {metrics['preference']['neutral']:.1%}", flush=True)
+    return results
+
+
 def check_settings(config: QuickstartConfig) -> None:
     """Record the settings in DIR/quickstart.json; finished stages are only reused under the same ones."""
-    settings = {k: v for k, v in to_dict(config).items() if k not in ("output_dir", "stages")}
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("output_dir", "stages", "bias_data")}
     path = os.path.join(config.output_dir, "quickstart.json")
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as handle:
@@ -255,6 +278,10 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     from .report import write_report
 
     stages = selected_stages(config.stages)
+    if config.bias_data:  # checked before hours of training, not after
+        from .bias import load_winogender
+
+        load_winogender(config.bias_data)
     check_settings(config)
     quickstart = Quickstart(config)
     hf_logging.set_verbosity_error()  # the stage headers and progress bars tell the story
@@ -272,7 +299,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
         records.append(record)
         print(f"    {stage.metric}: {record['before'][stage.metric]:.4f} -> {record['after'][stage.metric]:.4f}"
               f" ({record['wall_time_s']:.0f} s)", flush=True)
-    results = {"config": to_dict(config), "stages": records,
+    results = {"config": to_dict(config), "stages": records, "bias": bias_probes(quickstart, stages),
                "wall_time_s": round(time.perf_counter() - started, 1),
                "stages_wall_time_s": round(sum(r["wall_time_s"] for r in records), 1)}
     write_report(config.output_dir, results)

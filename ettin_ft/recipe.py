@@ -40,7 +40,7 @@ class RecipeConfig:
     data_split: str = field(default="train", metadata={"help": "hub dataset split"})
     column_mapping: str | None = field(default=None, metadata={"help": "rename data columns, e.g. 'question:query,answer:positive'"})
     max_samples: int | None = field(default=None, metadata={"help": "use at most this many training rows"})
-    held_out: int = field(default=1000, metadata={"help": "training rows held out for the in-training evaluator"})
+    held_out: int = field(default=1000, metadata={"help": "training rows held out for evaluation where the recipe evaluates on them (dense: triplet accuracy, sft: held-out loss; classify: without evaluation data)"})
     max_seq_length: int | None = field(default=None, metadata={"help": "maximum tokens per text (default: the model's)"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, fp32 on CPU), bf16, fp16 or fp32"})
     attn_implementation: str = field(default="auto", metadata={"help": "auto (flash_attention_2 when installed on CUDA, else sdpa), sdpa or eager"})
@@ -107,7 +107,7 @@ def column_mapping(config: RecipeConfig) -> dict[str, str] | None:
 
 
 def load_training_data(config: RecipeConfig, columns: list[str], optional: list[str] = (), default=None):
-    """(train, held-out) datasets with ``columns`` (plus those of ``optional`` present), in that order.
+    """The training rows with ``columns`` (plus those of ``optional`` present), in that order.
 
     ``optional=None`` keeps every column; ``default`` is (hub name, config, row limit) of the recipe's
     Ettin-release data.
@@ -124,6 +124,11 @@ def load_training_data(config: RecipeConfig, columns: list[str], optional: list[
     if optional is not None:
         dataset = dataset.select_columns(list(columns) + [c for c in optional if c in dataset.column_names])
         check_texts(dataset, [c for c in dataset.column_names if c not in NON_TEXT_COLUMNS], config.data or spec)
+    return dataset
+
+
+def split_held_out(config: RecipeConfig, dataset):
+    """(train, held-out rows) for a recipe whose evaluator uses held-out rows: --held-out rows, at most a tenth."""
     held_out = min(config.held_out, len(dataset) // 10)
     if held_out < 1:
         return dataset, None

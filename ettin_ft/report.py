@@ -92,6 +92,21 @@ def plot(output_dir: str, results: dict) -> list[str]:
     return written
 
 
+def bias_section(bias: dict) -> list[str]:
+    """The WinoGender probe of the pretrained encoder and decoder (or how to add it)."""
+    if not bias:
+        return ["Bias probe: not run (give `--bias-data` a WinoGender folder, e.g. ../shared/data/bias/winogender).", ""]
+    lines = ["## WinoGender bias probe of the pretrained models (zero-shot)", "",
+             "Share of items where each pronoun version is preferred (all items; gotcha items), and Pearson r between "
+             "the female-minus-male preference per occupation and its BLS share of women.", "",
+             "| model | male | female | neutral | gotcha: male | female | neutral | r (BLS) |", "|---|---|---|---|---|---|---|---|"]
+    for arch, metrics in bias.items():
+        shares = [metrics[subset][g] for subset in ("preference", "gotcha") for g in ("male", "female", "neutral")]
+        r = metrics["bls_pearson_r"]
+        lines.append(f"| {arch} | " + " | ".join(f"{v:.1%}" for v in shares) + f" | {'n/a' if r is None else f'{r:.3f}'} |")
+    return lines + [""]
+
+
 def write_report(output_dir: str, results: dict) -> None:
     """results.json, the plots, and REPORT.md that shows them with the results table."""
     plots = plot(output_dir, results)
@@ -112,6 +127,7 @@ def write_report(output_dir: str, results: dict) -> None:
                           if k in record["before"])
         lines.append(f"- **{record['stage']}** ({record['description']}; `{record['output']}`): {shown}")
     lines.append("")
+    lines += bias_section(results.get("bias") or {})
     for name in plots:
         lines += [f"## {PLOTS[name]}", "", f"![{PLOTS[name]}]({name})", ""]
     with open(os.path.join(output_dir, "REPORT.md"), "w", encoding="utf-8") as handle:

@@ -12,7 +12,7 @@ Evaluation reranks the BM25 top 100 of every query.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import datasets
 import torch
@@ -21,8 +21,8 @@ from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrain
 
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
-from .evaluation import BM25, rerank_evaluator
-from .recipe import (RetrievalConfig, beir_split, column_mapping, evaluate, evaluators_for, load_training_data, locate_model,
+from .evaluation import BM25
+from .recipe import (RetrievalConfig, column_mapping, evaluate, evaluators_for, load_training_data, locate_model,
                      model_kwargs, parse_recipe, print_dry_run, prepare_run, train_and_save)
 
 DEFAULT_DATA = ("sentence-transformers/gooaq", None, 100_000)
@@ -62,9 +62,8 @@ def training_pairs(config: RerankConfig) -> datasets.Dataset:
     """(query, passage, label) rows: given as such, or mined from (query, positive) pairs."""
     probe = load_data(config.data, limit=1, column_mapping=column_mapping(config)) if config.data else None
     if probe is not None and {"query", "passage", "label"} <= set(probe.column_names):
-        train, _ = load_training_data(config, ["query", "passage", "label"])
-        return train
-    train, _ = load_training_data(config, ["query", "positive"], default=DEFAULT_DATA)
+        return load_training_data(config, ["query", "passage", "label"])
+    train = load_training_data(config, ["query", "positive"], default=DEFAULT_DATA)
     if config.mining_model == "bm25":
         return bm25_hard_negatives(train, config.num_negatives)
     from sentence_transformers import SentenceTransformer
@@ -91,9 +90,7 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
     if config.num_negatives < 1:
         raise EttinError(f"--num-negatives must be at least 1, got {config.num_negatives}")
     train = training_pairs(config)
-    evaluators = evaluators_for("rerank", replace(config, eval_beir=None))  # NanoBEIR; BEIR reranks BM25 below
-    if config.eval_beir:
-        evaluators["beir"], first_stage_recall = rerank_evaluator(beir_split(config))
+    evaluators = evaluators_for("rerank", config)
     pooling = {"classifier_pooling": config.classifier_pooling} if config.classifier_pooling else {}
     model = CrossEncoder(ref.path, num_labels=1, revision=ref.revision, max_length=config.max_seq_length,
                          device=str(runtime.device), model_kwargs=model_kwargs(runtime), config_kwargs=pooling)
@@ -101,13 +98,9 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
         print_dry_run(config, args, model, train)
         return model
 
-    def evaluate_reranker() -> dict:
-        results = evaluate(model, evaluators)
-        return {**results, "recall@100": first_stage_recall} if config.eval_beir else results
-
     loss = losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
-    train_and_save(model, trainer, config, args, evaluate_reranker)
+    train_and_save(model, trainer, config, args, lambda: evaluate(model, evaluators))
     return model
 
 

@@ -31,7 +31,7 @@ from .models import lora_target_modules
 from .generate import generate
 from .tokenizer import add_chat_support
 from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, output_folder, parse_recipe,
-                     print_dry_run, save_with_tokenizer, prepare_run, write_results)
+                     print_dry_run, save_with_tokenizer, prepare_run, split_held_out, write_results)
 
 DEFAULT_DATA = ("trl-lib/Capybara", None, None)
 DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8,
@@ -150,7 +150,7 @@ def evaluate_sft(trainer, held_out, fmt: str, config: SftRecipeConfig) -> tuple[
 
 def load_sft_data(config: SftRecipeConfig):
     """(train, held-out, format): checked conversations, prompt/completion pairs or plain text."""
-    train, held_out = load_training_data(config, [], optional=None, default=DEFAULT_DATA)
+    train, held_out = split_held_out(config, load_training_data(config, [], optional=None, default=DEFAULT_DATA))
     where = config.data or DEFAULT_DATA[0]
     fmt = data_format(train, where)
     splits = [split.select_columns(FORMAT_COLUMNS[fmt]) if split is not None else None for split in (train, held_out)]

@@ -41,7 +41,7 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     """Train a SPLADE model as ``config`` says; returns the trained SparseEncoder."""
     args, runtime = prepare_run(config, args, runtime)
     located = locate_model(config, "sparse")
-    train, _ = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
+    train = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
     evaluators = evaluators_for("sparse", config)
     model = build_model(config, runtime, located)  # after every input check
     if dry_run:

@@ -86,7 +86,8 @@ def world100_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pretrained_tiny(world100_dir, tmp_path_factory):
-    """pretrained_tiny(arch): a tiny model pretrained 200 steps on the world's biographies (built once)."""
+    """pretrained_tiny(arch): a tiny model pretrained 200 steps on the world's biographies (built once): the run
+    folder's final/, beside its checkpoint-100/."""
     built = {}
 
     def pretrained(arch: str) -> Path:
@@ -96,7 +97,8 @@ def pretrained_tiny(world100_dir, tmp_path_factory):
                 [sys.executable, "-m", "ettin_ft.pretrain", "--arch", arch, "--size", "tiny", "--data",
                  str(world100_dir / "pretrain.txt"), "--output-dir", str(out), "--max-steps", "200", "--seq-len",
                  "128", "--batch-size", "8", "--vocab-size", "1024", "--eval-documents", "10", "--report-to", "none",
-                 "--num-workers", "0", "--save-every", "0", "--eval-every", "0", "--warmup-steps", "5"],
+                 "--num-workers", "0", "--save-every", "100", "--keep-checkpoints", "3", "--eval-every", "0",
+                 "--warmup-steps", "5"],
                 capture_output=True, text=True, cwd=REPO, timeout=600,
             )
             assert result.returncode == 0, result.stderr[-3000:]

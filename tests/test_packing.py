@@ -114,7 +114,7 @@ def test_several_loader_workers_yield_the_batches_of_one(world, encoder_tokenize
     from torch.utils.data import DataLoader
 
     from ettin_ft.pretrain import PretrainConfig
-    from ettin_ft.training.loop import PackedRows
+    from ettin_ft.training.data import PackedRows
 
     documents = datasets.Dataset.from_dict({"text": world.pretraining_texts()})
     config = PretrainConfig(arch="encoder", seq_len=64)
@@ -128,3 +128,41 @@ def test_several_loader_workers_yield_the_batches_of_one(world, encoder_tokenize
     for a, b in zip(one, two, strict=True):
         assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
     assert not torch.equal(one[0]["input_ids"], one[1]["input_ids"])
+
+
+@pytest.mark.parametrize("arch", ["encoder", "decoder"])
+def test_two_accumulated_micro_batches_make_the_step_of_one_batch(arch, world, encoder_tokenizer, decoder_tokenizer):
+    """train_step: 2 micro-batches of b rows give the loss and the weights of one step on the 2b rows."""
+    import itertools
+
+    import datasets
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from ettin_ft.pretrain import PretrainConfig
+    from ettin_ft.runtime import choose_runtime
+    from ettin_ft.training.data import PackedRows
+    from ettin_ft.training.loop import make_optimizer, train_step
+
+    tokenizer = encoder_tokenizer if arch == "encoder" else decoder_tokenizer
+    config = PretrainConfig(arch=arch, seq_len=64, lr=1e-2, weight_decay=0.0)
+    documents = datasets.Dataset.from_dict({"text": world.pretraining_texts()})
+    rows = list(itertools.islice(PackedRows(documents, tokenizer, config, rows_per_step=8, rank=0, world_size=1), 8))
+    whole = next(iter(DataLoader(rows, batch_size=8)))
+    halves = list(DataLoader(rows, batch_size=4))
+    accelerator = Accelerator(cpu=True)
+
+    def one_step(micro_batches):
+        torch.manual_seed(0)
+        module = PretrainingModule(build_model("tiny", arch, tokenizer=tokenizer, attn_implementation="sdpa"))
+        initial = {k: v.clone() for k, v in module.model.state_dict().items()}
+        optimizer = make_optimizer(module.model, config, choose_runtime("cpu"))
+        loss = train_step(module, accelerator, optimizer, micro_batches)
+        return loss, initial, module.model.state_dict()
+
+    loss_whole, initial, weights_whole = one_step([whole])
+    loss_halves, _, weights_halves = one_step(halves)
+    assert loss_halves == pytest.approx(loss_whole, rel=1e-5)
+    for name, value in weights_whole.items():
+        torch.testing.assert_close(weights_halves[name], value, atol=1e-5, rtol=1e-4)  # steps are ~1e-2
+    assert sum(not torch.equal(initial[name], value) for name, value in weights_whole.items()) > 10  # the step moved them

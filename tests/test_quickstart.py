@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from .conftest import run_cli_main
+from .conftest import SHARED_DATA, run_cli_main
 
 pytestmark = pytest.mark.slow  # end-to-end training runs
 
@@ -17,7 +17,9 @@ def quickstart_dir(tmp_path_factory):
     from ettin_ft.quickstart import QuickstartConfig, run_quickstart
 
     folder = tmp_path_factory.mktemp("quickstart") / "run"
-    run_quickstart(QuickstartConfig(output_dir=str(folder), people=60, steps=200))
+    winogender = SHARED_DATA / "bias" / "winogender"
+    run_quickstart(QuickstartConfig(output_dir=str(folder), people=60, steps=200,
+                                    bias_data=str(winogender) if winogender.is_dir() else None))
     return folder
 
 
@@ -40,6 +42,10 @@ def test_report_and_every_stage_beating_its_starting_point(quickstart_dir):
         assert (quickstart_dir / plot).read_bytes()[:4] == b"\x89PNG"
     report = (quickstart_dir / "REPORT.md").read_text()
     assert all(f"| {name} |" in report for name in STAGE_NAMES) and "![" in report
+    if results["config"]["bias_data"]:  # the probe of both pretrained models, beside the other results
+        assert set(results["bias"]) == {"encoder", "decoder"}
+        assert all(sum(b["preference"].values()) == pytest.approx(1.0) for b in results["bias"].values())
+        assert "| encoder |" in report and "| decoder |" in report and "WinoGender" in report
 
 
 def test_stage_folders_are_ordinary_recipe_outputs(quickstart_dir):

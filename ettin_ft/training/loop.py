@@ -1,9 +1,10 @@
-"""The pretraining loop on accelerate: packed data, StableAdamW, WSD schedules, exact resume, MFU logging.
+"""The pretraining loop on accelerate: StableAdamW, WSD schedules, exact resume, MFU logging.
 
 One global batch is the same rows in the same order whatever the number of processes or micro-batches:
 rows are numbered globally, each process takes its contiguous share, masks are seeded by row number,
 and the loss is normalised by the global number of target tokens. So one process and several give the
-same losses (to float tolerance), and a resumed run repeats the uninterrupted one exactly.
+same losses (to float tolerance), and a resumed run repeats the uninterrupted one exactly. Data, checkpoints
+and throughput live beside this file (data.py, checkpoints.py, throughput.py).
 """
 
 from __future__ import annotations
@@ -13,93 +14,21 @@ import itertools
 import json
 import math
 import os
-import re
 import shutil
-import time
-from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from ..config import save_config
-from ..data.loading import check_texts, load_data
 from ..errors import EttinError
-from ..folders import publish, staging_folder
 from ..hub import locate
 from ..models import build_model, load_model, locate_model
 from ..runtime import choose_runtime
 from ..tokenizer import set_post_processing, train_tokenizer
-from .packing import SpecialIds, make_example, pack_documents
+from .checkpoints import check_output_dir, complete_checkpoints, prune_checkpoints, resume, save_checkpoint
+from .data import PackedRows, load_documents
 from .objectives import PretrainingModule
-
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-STATE_FILE = "trainer_state.json"
-# Known dense bf16 peaks (FLOP/s) for MFU; other devices are measured.
-GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "H20": 148e12, "A100": 312e12, "L40": 181e12, "A10": 125e12}
-
-
-# ------------------------------------------------------------------------------------------------- data
-
-
-def load_documents(config):
-    """Training and held-out documents (the first ``eval_documents`` are held out)."""
-    streaming = not os.path.exists(config.data)
-    documents = load_data(config.data, columns=[config.text_column], split=config.data_split,
-                          config_name=config.data_config, streaming=streaming)
-    documents = documents.select_columns([config.text_column])
-    if streaming:
-        return documents.skip(config.eval_documents), documents.take(config.eval_documents)
-    check_texts(documents, [config.text_column], config.data)
-    if len(documents) <= config.eval_documents:
-        raise EttinError(
-            f"{config.data}: {len(documents)} documents, but {config.eval_documents} are held out for evaluation; "
-            "pass more data or a smaller --eval-documents"
-        )
-    return (documents.select(range(config.eval_documents, len(documents))),
-            documents.select(range(config.eval_documents)))
-
-
-class PackedRows(IterableDataset):
-    """This process's share of the global row stream, from ``start_row`` on, as training examples.
-
-    With several data-loader workers, worker w makes the examples of this process's micro-batches
-    w, w + workers, ... (of ``batch_size`` rows): the loader takes batches from its workers in turn, so the
-    batches arrive in the same order as with one worker.
-    """
-
-    def __init__(self, documents, tokenizer, config, rows_per_step: int, rank: int, world_size: int,
-                 start_row: int = 0, repeat: bool = True, seed_offset: int = 0, batch_size: int = 1):
-        self.documents, self.tokenizer, self.config = documents, tokenizer, config
-        self.rows_per_step, self.rank, self.world_size = rows_per_step, rank, world_size
-        self.start_row, self.repeat, self.seed_offset = start_row, repeat, seed_offset
-        self.batch_size = batch_size
-        self.ids = SpecialIds.of(tokenizer)
-
-    def _tokenized(self) -> Iterator[list[int]]:
-        for epoch in itertools.count():
-            # A fresh document order every epoch, the same for every process.
-            ordered = self.documents.shuffle(seed=self.config.seed + epoch) if self.repeat else self.documents
-            for batch in ordered.iter(batch_size=512):
-                texts = [t for t in batch[self.config.text_column] if t and t.strip()]
-                yield from self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-            if not self.repeat:
-                return
-
-    def __iter__(self):
-        per_process = self.rows_per_step // self.world_size
-        worker = get_worker_info()
-        workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
-        rows = pack_documents(self._tokenized(), self.config.seq_len, self.ids, close_with_sep=self.config.arch == "encoder")
-        local = -1  # this process's row count
-        for index, (input_ids, doc_ids) in enumerate(rows):
-            if index < self.start_row or (index % self.rows_per_step) // per_process != self.rank:
-                continue
-            local += 1
-            if (local // self.batch_size) % workers != worker_id:
-                continue
-            yield make_example(input_ids, doc_ids, index + self.seed_offset, self.config.objective, self.ids,
-                               self.config.mlm_probability, self.config.seed, self.config.mask_replace_prob,
-                               self.config.random_replace_prob)
+from .throughput import ThroughputMeter, flops_per_token, measured_peak_flops
 
 
 # ------------------------------------------------------------------------------------------ model set-up
@@ -161,6 +90,36 @@ def prepare_model(config, tokenizer, attn_implementation: str):
     return model
 
 
+def make_accelerator(config, runtime):
+    """(Accelerator for the run's precision and device, the trackers it logs to)."""
+    import importlib.util
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    trackers = [] if config.report_to == "none" else [config.report_to]
+    if "tensorboard" in trackers and not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
+        trackers = []  # optional extra `.[tensorboard]`
+    # A second run in the same Python process may use another precision; the process-wide state (device,
+    # process group) stays, only the per-run mixed-precision settings are reset.
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(
+        mixed_precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(runtime.dtype, "no"),
+        cpu=runtime.device.type == "cpu", log_with=trackers or None, project_dir=os.path.join(config.output_dir, "logs"),
+    )
+    return accelerator, trackers
+
+
+def make_optimizer(model, config, runtime):
+    """torch-optimi's StableAdamW with decoupled weight decay, none on norms and biases."""
+    from optimi import StableAdamW
+
+    return StableAdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
+                       betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
+                       weight_decay=config.weight_decay, decouple_lr=True,
+                       triton=runtime.device.type == "cuda")  # optimi's triton kernels are GPU-only
+
+
 def parameter_groups(model, weight_decay: float) -> list[dict]:
     """No weight decay on norms and biases (every 1-D parameter)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -176,90 +135,6 @@ def make_scheduler(optimizer, config):
     return get_wsd_schedule(optimizer, num_warmup_steps=warmup, num_decay_steps=decay,
                             num_stable_steps=config.max_steps - warmup - decay,
                             decay_type=config.decay_type, min_lr_ratio=config.min_lr_ratio)
-
-
-def flops_per_token(model_config, seq_len: int, predicted_share: float) -> float:
-    """Training FLOPs per token: 6 × (non-embedding parameters) + attention + the vocabulary projection
-    for the share of tokens that are predicted."""
-    hidden, layers = model_config.hidden_size, model_config.num_hidden_layers
-    per_layer = 4 * hidden * hidden + 3 * hidden * model_config.intermediate_size
-    window = 2 * model_config.sliding_window
-    attention = sum(12 * hidden * (seq_len if kind == "full_attention" else min(window, seq_len))
-                    for kind in model_config.layer_types)
-    head = 6 * (hidden * hidden + hidden * model_config.vocab_size) * predicted_share
-    return 6 * layers * per_layer + attention + head
-
-
-def measured_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """A device's dense matmul peak: the known figure for common GPUs, measured otherwise."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, value in GPU_PEAK_FLOPS.items():
-            if key in name:
-                return value
-    size = 2048
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    torch.matmul(a, b)
-    start, runs = time.perf_counter(), 0
-    while time.perf_counter() - start < 0.5:
-        torch.matmul(a, b)
-        runs += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return 2 * size**3 * runs / (time.perf_counter() - start)
-
-
-# ------------------------------------------------------------------------------------------- checkpoints
-
-
-def complete_checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """(step, path) of every complete checkpoint, oldest first; staging folders are never complete."""
-    found = []
-    if os.path.isdir(output_dir):
-        for name in os.listdir(output_dir):
-            match = CHECKPOINT.match(name)
-            path = os.path.join(output_dir, name)
-            if match and os.path.isfile(os.path.join(path, STATE_FILE)):
-                found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def save_checkpoint(accelerator, module, tokenizer, output_dir: str, name: str, state: dict | None) -> str:
-    """Write to a staging folder, then rename: a kill never leaves a partial checkpoint behind, and a failed
-    write (disk full, no permission) leaves the last complete checkpoint as it was."""
-    final_path = os.path.join(output_dir, name)
-    staging = staging_folder(final_path)
-    # Every process takes part: under FSDP or DeepSpeed the full weights are gathered from all of them.
-    weights = {key.removeprefix("model."): value for key, value in accelerator.get_state_dict(module).items()}
-    try:
-        if accelerator.is_main_process:
-            os.makedirs(staging)
-        accelerator.wait_for_everyone()
-        if state is not None:
-            accelerator.save_state(os.path.join(staging, "training_state"))
-        if accelerator.is_main_process:
-            accelerator.unwrap_model(module).model.save_pretrained(staging, state_dict=weights)
-            tokenizer.save_pretrained(staging)
-            if state is not None:
-                with open(os.path.join(staging, STATE_FILE), "w") as handle:
-                    json.dump(state, handle, indent=2)
-            publish(staging, final_path)
-    except OSError as error:
-        if accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-        kept = complete_checkpoints(output_dir)
-        raise EttinError(
-            f"cannot write {name} in {output_dir} ({error.strerror or error}); "
-            + (f"{os.path.basename(kept[-1][1])} is intact: free space or fix the folder, then rerun with --resume"
-               if kept else "no complete checkpoint yet: free space or fix the folder, then rerun")) from None
-    accelerator.wait_for_everyone()
-    return final_path
-
-
-def prune_checkpoints(output_dir: str, keep: int) -> None:
-    for _, path in complete_checkpoints(output_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------- loop
@@ -280,15 +155,28 @@ def evaluate(module, accelerator, batches) -> dict[str, float]:
             "eval_perplexity": math.exp(min(loss, 50))}
 
 
-def check_output_dir(config) -> None:
-    """Refuse to mix runs: a folder with checkpoints or a final model needs --resume (or a new folder)."""
-    if config.resume:
-        return
-    if complete_checkpoints(config.output_dir) or os.path.isdir(os.path.join(config.output_dir, "final")):
-        raise EttinError(
-            f"output folder {config.output_dir} already holds a run; pass --resume to continue it "
-            "or choose another --output-dir"
-        )
+def train_step(module, accelerator, optimizer, micro_batches: list[dict], max_grad_norm: float = 0.0) -> float:
+    """One optimizer step over ``micro_batches`` (gradient accumulation); returns the step's mean loss per target.
+
+    Each micro-batch's summed loss is divided by the global number of targets in the whole step, so any split
+    into micro-batches (or processes) gives the same gradient as one batch of all the rows.
+    """
+    world = accelerator.num_processes
+    local_targets = sum((b["labels"] != -100).sum() for b in micro_batches)
+    global_targets = accelerator.reduce(local_targets.clone(), reduction="sum").clamp(min=1)
+    step_loss = torch.zeros((), device=accelerator.device)
+    for index, batch in enumerate(micro_batches):
+        last = index == len(micro_batches) - 1
+        with accelerator.no_sync(module) if not last else contextlib.nullcontext():
+            loss_sum, _, _ = module(batch)
+            # DDP averages gradients over processes; scale back to a global per-target mean.
+            accelerator.backward(loss_sum * world / global_targets)
+        step_loss += loss_sum.detach()
+    if max_grad_norm > 0:
+        accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return (accelerator.reduce(step_loss, reduction="sum") / global_targets).item()
 
 
 def pretrain(config) -> str:
@@ -306,8 +194,6 @@ def pretrain(config) -> str:
 
 
 def _pretrain(config) -> str:
-    from accelerate import Accelerator
-    from optimi import StableAdamW
     from tqdm.auto import tqdm
 
     from transformers.utils import logging as transformers_logging
@@ -315,21 +201,7 @@ def _pretrain(config) -> str:
     check_output_dir(config)
     transformers_logging.disable_progress_bar()  # per-save shard bars would break our progress bar
     runtime = choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation, cpu_bf16=True)
-    trackers = [] if config.report_to == "none" else [config.report_to]
-    if "tensorboard" in trackers:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
-            trackers = []  # optional extra `.[tensorboard]`
-    from accelerate.state import AcceleratorState
-
-    # A second run in the same Python process may use another precision; the process-wide state (device,
-    # process group) stays, only the per-run mixed-precision settings are reset.
-    AcceleratorState._reset_state()
-    accelerator = Accelerator(
-        mixed_precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(runtime.dtype, "no"),
-        cpu=runtime.device.type == "cpu", log_with=trackers or None, project_dir=os.path.join(config.output_dir, "logs"),
-    )
+    accelerator, trackers = make_accelerator(config, runtime)
     train_documents, eval_documents = load_documents(config)
     if accelerator.is_main_process:
         os.makedirs(config.output_dir, exist_ok=True)
@@ -340,10 +212,7 @@ def _pretrain(config) -> str:
     if config.compile:
         module = torch.compile(module)
 
-    optimizer = StableAdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
-                            betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
-                            weight_decay=config.weight_decay, decouple_lr=True,
-                            triton=runtime.device.type == "cuda")  # optimi's triton kernels are GPU-only
+    optimizer = make_optimizer(model, config, runtime)
     scheduler = make_scheduler(optimizer, config)
     # The scheduler is stepped by hand (accelerate would step it once per process) but checkpointed.
     module, optimizer = accelerator.prepare(module, optimizer)
@@ -351,16 +220,7 @@ def _pretrain(config) -> str:
 
     world, rank = accelerator.num_processes, accelerator.process_index
     rows_per_step = config.batch_size * config.gradient_accumulation_steps * world
-    start_step, history, before = 0, [], None
-    if config.resume:
-        checkpoints = complete_checkpoints(config.output_dir)
-        if checkpoints:
-            start_step, path = checkpoints[-1]
-            accelerator.load_state(os.path.join(path, "training_state"))
-            with open(os.path.join(path, STATE_FILE)) as handle:
-                saved = json.load(handle)
-            history, before = saved["log_history"], saved["before"]
-            accelerator.print(f"resuming from {path} (step {start_step})")
+    start_step, history, before = resume(accelerator, config.output_dir) if config.resume else (0, [], None)
     if accelerator.is_main_process:
         save_config(os.path.join(config.output_dir, "config.yaml"), config)
         if trackers:
@@ -375,45 +235,26 @@ def _pretrain(config) -> str:
 
     if before is None:
         before = evaluate(module, accelerator, eval_batches)
-    unwrapped = accelerator.unwrap_model(module)
     predicted_share = config.mlm_probability if config.objective != "clm" else 1.0
-    flops_token = flops_per_token(unwrapped.model.config, config.seq_len, predicted_share)
-    peak = config.peak_flops or measured_peak_flops(accelerator.device, runtime.dtype)
-    tokens_per_step = rows_per_step * config.seq_len
+    meter = ThroughputMeter(flops_per_token(model.config, config.seq_len, predicted_share),
+                            config.peak_flops or measured_peak_flops(accelerator.device, runtime.dtype), world)
     progress = tqdm(total=config.max_steps, initial=start_step, disable=not accelerator.is_local_main_process,
                     desc=f"pretrain {config.arch} ({config.objective})", dynamic_ncols=True)
     module.train()
-    window_start, window_tokens, real_tokens, total_tokens = time.perf_counter(), 0, 0, 0
+    real_tokens, total_tokens = 0, 0
     try:
         for step in range(start_step + 1, config.max_steps + 1):
             micro_batches = [{k: v.to(accelerator.device) for k, v in next(loader).items()}
                              for _ in range(config.gradient_accumulation_steps)]
-            local_targets = sum((b["labels"] != -100).sum() for b in micro_batches)
-            global_targets = accelerator.reduce(local_targets.clone(), reduction="sum").clamp(min=1)
-            step_loss = torch.zeros((), device=accelerator.device)
-            for index, batch in enumerate(micro_batches):
-                last = index == len(micro_batches) - 1
-                with accelerator.no_sync(module) if not last else contextlib.nullcontext():
-                    loss_sum, _, _ = module(batch)
-                    # DDP averages gradients over processes; scale back to a global per-target mean.
-                    accelerator.backward(loss_sum * world / global_targets)
-                step_loss += loss_sum.detach()
-                real_tokens += int((batch["doc_ids"] >= 0).sum())
-                total_tokens += batch["doc_ids"].numel()
-            if config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
+            real_tokens += sum(int((b["doc_ids"] >= 0).sum()) for b in micro_batches)
+            total_tokens += sum(b["doc_ids"].numel() for b in micro_batches)
             lr = scheduler.get_last_lr()[0]
-            optimizer.step()
+            loss = train_step(module, accelerator, optimizer, micro_batches, config.max_grad_norm)
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            window_tokens += tokens_per_step
-            loss = (accelerator.reduce(step_loss, reduction="sum") / global_targets).item()
+            meter.add(rows_per_step * config.seq_len)
             record = {"step": step, "loss": loss, "lr": lr}
             if step % config.log_every == 0 or step == config.max_steps:
-                elapsed = time.perf_counter() - window_start
-                record["tokens_per_second"] = window_tokens / elapsed
-                record["mfu"] = window_tokens * flops_token / elapsed / (peak * world)
-                window_start, window_tokens = time.perf_counter(), 0
+                record.update(meter.read())
             if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
                 record.update(evaluate(module, accelerator, eval_batches))
             history.append(record)

@@ -1,0 +1,89 @@
+"""Pretraining checkpoints: complete ones only (written under a staging name, then renamed), pruning, the
+output-folder guard, and resuming from the latest."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+from ..errors import EttinError
+from ..folders import publish, staging_folder
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "trainer_state.json"
+
+
+def complete_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """(step, path) of every complete checkpoint, oldest first; staging folders are never complete."""
+    found = []
+    if os.path.isdir(output_dir):
+        for name in os.listdir(output_dir):
+            match = CHECKPOINT.match(name)
+            path = os.path.join(output_dir, name)
+            if match and os.path.isfile(os.path.join(path, STATE_FILE)):
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def save_checkpoint(accelerator, module, tokenizer, output_dir: str, name: str, state: dict | None) -> str:
+    """Write to a staging folder, then rename: a kill never leaves a partial checkpoint behind, and a failed
+    write (disk full, no permission) leaves the last complete checkpoint as it was."""
+    final_path = os.path.join(output_dir, name)
+    staging = staging_folder(final_path)
+    # Every process takes part: under FSDP or DeepSpeed the full weights are gathered from all of them.
+    weights = {key.removeprefix("model."): value for key, value in accelerator.get_state_dict(module).items()}
+    try:
+        if accelerator.is_main_process:
+            os.makedirs(staging)
+        accelerator.wait_for_everyone()
+        if state is not None:
+            accelerator.save_state(os.path.join(staging, "training_state"))
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(module).model.save_pretrained(staging, state_dict=weights)
+            tokenizer.save_pretrained(staging)
+            if state is not None:
+                with open(os.path.join(staging, STATE_FILE), "w") as handle:
+                    json.dump(state, handle, indent=2)
+            publish(staging, final_path)
+    except OSError as error:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        kept = complete_checkpoints(output_dir)
+        raise EttinError(
+            f"cannot write {name} in {output_dir} ({error.strerror or error}); "
+            + (f"{os.path.basename(kept[-1][1])} is intact: free space or fix the folder, then rerun with --resume"
+               if kept else "no complete checkpoint yet: free space or fix the folder, then rerun")) from None
+    accelerator.wait_for_everyone()
+    return final_path
+
+
+def prune_checkpoints(output_dir: str, keep: int) -> None:
+    for _, path in complete_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def check_output_dir(config) -> None:
+    """Refuse to mix runs: a folder with checkpoints or a final model needs --resume (or a new folder)."""
+    if config.resume:
+        return
+    if complete_checkpoints(config.output_dir) or os.path.isdir(os.path.join(config.output_dir, "final")):
+        raise EttinError(
+            f"output folder {config.output_dir} already holds a run; pass --resume to continue it "
+            "or choose another --output-dir"
+        )
+
+
+def resume(accelerator, output_dir: str) -> tuple[int, list, dict | None]:
+    """Load the latest complete checkpoint into ``accelerator``: (its step, the log so far, the metrics before
+    training); (0, [], None) when there is none."""
+    checkpoints = complete_checkpoints(output_dir)
+    if not checkpoints:
+        return 0, [], None
+    step, path = checkpoints[-1]
+    accelerator.load_state(os.path.join(path, "training_state"))
+    with open(os.path.join(path, STATE_FILE)) as handle:
+        saved = json.load(handle)
+    accelerator.print(f"resuming from {path} (step {step})")
+    return step, saved["log_history"], saved["before"]
