@@ -35,22 +35,16 @@ def classify_command(model: str, task: str, output_dir: str, steps: int, args, *
 
 
 def plain_script(model_dir: str, task: str, args) -> float:
-    """The Trainer script a transformers user would write; returns training samples/s."""
-    import datasets
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    """The Trainer script a transformers user would write (recipes/classify.py); returns training samples/s."""
+    import argparse
 
-    rows = datasets.load_dataset("json", data_files=str(SHARED / "classification" / task / "train.jsonl"), split="train")
-    columns = ["text"] if "text" in rows.column_names else ["premise", "hypothesis"]
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    train = rows.map(lambda batch: tokenizer(*(batch[c] for c in columns), truncation=True, max_length=args.max_seq_length),
-                     batched=True, remove_columns=[c for c in rows.column_names if c != "label"])
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2, attn_implementation="sdpa")
-    training = TrainingArguments(output_dir=tempfile.mkdtemp(), max_steps=args.timing_steps,
-                                 per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                 save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0)
-    trainer = Trainer(model=model, args=training, train_dataset=train, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    from classify import build_trainer
+
+    trainer = build_trainer(argparse.Namespace(
+        model=model_dir, data=str(SHARED / "classification" / task / "train.jsonl"), output_dir=tempfile.mkdtemp(),
+        max_steps=args.timing_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        max_seq_length=args.max_seq_length))
     return trainer.train().metrics["train_samples_per_second"]
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from worker import report, run, run_worker
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"  # the plain library scripts
 EVAL_SETS = ("scifact", "cranfield")
 RECIPES = {  # recipe → (batch, learning rate, training steps, extra flags)
     "dense": (32, 3e-4, 300, ["--batch-sampler", "no_duplicates"]),
@@ -38,53 +39,17 @@ RECIPES = {  # recipe → (batch, learning rate, training steps, extra flags)
 
 
 def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
-    """The training script a sentence-transformers / pylate user would write; returns train samples/s."""
-    import torch
+    """The library script a sentence-transformers / pylate user would write (recipes/<recipe>.py); returns train
+    samples/s."""
+    import argparse
+    import importlib
 
-    from ettin_ft.data.loading import load_data
-
+    sys.path.insert(0, str(RECIPES_DIR))
     batch, lr, _, _ = RECIPES[recipe]
-    pairs = load_data(data, columns=["query", "positive"]).select_columns(["query", "positive"])
-    common = dict(output_dir=tempfile.mkdtemp(), max_steps=args.steps, per_device_train_batch_size=batch,
-                  learning_rate=lr, warmup_steps=0, save_strategy="no", report_to="none", use_cpu=True, seed=0,
-                  disable_tqdm=True)
-    if recipe == "dense":
-        from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                           SentenceTransformerTrainingArguments, losses, models)
-
-        transformer = models.Transformer(model_dir, max_seq_length=args.max_seq_length)
-        model = SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), "mean")])
-        trainer = SentenceTransformerTrainer(model=model, train_dataset=pairs,
-                                             args=SentenceTransformerTrainingArguments(**common, batch_sampler="no_duplicates"),
-                                             loss=losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=16))
-    elif recipe == "sparse":
-        from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTrainer,
-                                                          SparseEncoderTrainingArguments, losses, models)
-
-        model = SparseEncoder(modules=[models.MLMTransformer(model_dir, max_seq_length=args.max_seq_length),
-                                       models.SpladePooling("max")])
-        loss = losses.SpladeLoss(model, losses.SparseMultipleNegativesRankingLoss(model),
-                                 query_regularizer_weight=5e-5, document_regularizer_weight=3e-5)
-        trainer = SparseEncoderTrainer(model=model, train_dataset=pairs, loss=loss,
-                                       args=SparseEncoderTrainingArguments(**common, batch_sampler="no_duplicates"))
-    elif recipe == "colbert":
-        from pylate import losses, models, utils
-        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-
-        model = models.ColBERT(model_name_or_path=model_dir, document_length=180)
-        trainer = SentenceTransformerTrainer(model=model, train_dataset=pairs, loss=losses.Contrastive(model),
-                                             args=SentenceTransformerTrainingArguments(**common),
-                                             data_collator=utils.ColBERTCollator(model.tokenize))
-    else:
-        from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrainer,
-                                                         CrossEncoderTrainingArguments, losses)
-
-        from ettin_ft.rerank import bm25_hard_negatives  # the same labelled pairs, mined offline
-
-        model = CrossEncoder(model_dir, num_labels=1, max_length=args.max_seq_length)
-        labelled = bm25_hard_negatives(pairs, 3)
-        trainer = CrossEncoderTrainer(model=model, train_dataset=labelled, args=CrossEncoderTrainingArguments(**common),
-                                      loss=losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(3.0)))
+    script = importlib.import_module(recipe)
+    trainer = script.build_trainer(argparse.Namespace(
+        model=model_dir, data=data, output_dir=tempfile.mkdtemp(), max_steps=args.steps, batch_size=batch,
+        learning_rate=lr, max_seq_length=180 if recipe == "colbert" else args.max_seq_length))
     return trainer.train().metrics["train_samples_per_second"]
 
 

@@ -65,26 +65,16 @@ def run_ettin(args, model_dir: str, packing: bool, lora: bool, marks: list) -> N
 
 
 def run_trl(args, model_dir: str, packing: bool, lora: bool, marks: list) -> None:
-    """The plain trl script a user would write for an Ettin decoder."""
-    import datasets
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTTrainer
+    """The plain trl script a user would write for an Ettin decoder (recipes/sft.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    import sft as plain_sft
 
-    from ettin_ft.tokenizer import CHAT_TOKENS, CHATML_TEMPLATE
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": CHAT_TOKENS})
-    tokenizer.chat_template = CHATML_TEMPLATE
-    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa")
-    model.resize_token_embeddings(len(tokenizer))
-    model.config.use_cache = False
-    rows = [json.loads(line) for line in CHATS.read_text(encoding="utf-8").splitlines()[: args.rows]]
-    dataset = datasets.Dataset.from_list(rows)
-    peft_config = LoraConfig(r=32, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "Wo", "Wi"],
-                             task_type="CAUSAL_LM") if lora else None
-    trainer = SFTTrainer(model=model, args=sft_args(args, tempfile.mkdtemp(), packing, lora), train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[step_timer(marks)])
+    script_args = plain_sft.arguments(["--model", model_dir, "--data", str(CHATS), "--output-dir", tempfile.mkdtemp(),
+                                       "--max-steps", str(args.steps), "--batch-size", str(args.batch_size),
+                                       "--learning-rate", str(2e-4 if lora else 2e-5), "--max-seq-length",
+                                       str(args.max_length), *(["--lora"] if lora else []),
+                                       *(["--packing"] if packing else [])])
+    trainer = plain_sft.build_trainer(script_args, callbacks=[step_timer(marks)])
     trainer.train()
 
 

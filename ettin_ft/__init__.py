@@ -1,8 +1,9 @@
 """ettin-ft: fine-tune, pretrain and continue the Ettin suite of paired encoders and decoders.
 
-The public API is imported lazily (the generate and fill_mask helpers live in their modules:
-``from ettin_ft.generate import generate``, ``from ettin_ft.fill_mask import fill_mask``), so `python -m ettin_ft.<module>` starts without loading every
-library and `import ettin_ft` stays cheap.
+The public API is imported lazily, so `python -m ettin_ft.<module>` starts without loading every library and
+`import ettin_ft` stays cheap. Pretraining is ``ettin_ft.run_pretraining(PretrainConfig(...))`` and the generate and
+fill-mask helpers live in their modules (``from ettin_ft.generate import generate``, ``from ettin_ft.fill_mask import
+fill_mask``): ``ettin_ft.pretrain``, ``ettin_ft.generate`` and ``ettin_ft.fill_mask`` name the command modules.
 """
 
 from importlib import import_module
@@ -32,12 +33,19 @@ _EXPORTS = {
     "load_data": ".data.loading",
     "SyntheticWorld": ".data.synthetic",
     "train_dense": ".dense",
+    "DenseConfig": ".dense",
+    "ClassifyConfig": ".classify",
     "train_colbert": ".colbert",
     "train_sparse": ".sparse",
     "train_rerank": ".rerank",
     "train_sft": ".sft",
     "train_classify": ".classify",
     "PretrainConfig": ".pretrain",
+    "run_pretraining": ".training.loop:pretrain",
+    "StudyConfig": ".compare",
+    "run_study": ".compare",
+    "BiasConfig": ".bias",
+    "run_probe": ".bias",
     "convert_model": ".convert",
     "load_generator": ".generate",
     "add_chat_support": ".tokenizer",
@@ -47,7 +55,8 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name], __name__), name)
+        module, _, attribute = _EXPORTS[name].partition(":")
+        return getattr(import_module(module, __name__), attribute or name)
     raise AttributeError(f"module 'ettin_ft' has no attribute {name!r}")
 
 
