@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--classify-steps", type=int, default=200)
-    parser.add_argument("--dense-steps", type=int, default=200)
+    parser.add_argument("--dense-steps", type=int, default=100)
     args = parser.parse_args()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from ettin_ft.errors import EttinError
-from ettin_ft.registry import NOMINAL_PARAMETERS, OFFICIAL_SIZES, SHAPES, resolve
+from ettin_ft.registry import NOMINAL_PARAMETERS, OFFICIAL_SIZES, resolve
 from ettin_ft.models import registry
 
 
@@ -35,13 +35,19 @@ def test_unknown_names_are_clear_errors(name):
 
 
 def test_official_shapes_sizes_and_global_layers():
+    import torch
+
+    from ettin_ft.models import build_model
+
     rows = registry()
     assert len(rows) == 12
     for row in rows:
-        shape = SHAPES[row["name"]]
+        with torch.device("meta"):  # the table describes the models build_model makes
+            config = build_model(row["name"], row["arch"]).config
         assert (row["layers"], row["hidden"], row["intermediate"], row["heads"]) == (
-            shape.layers, shape.hidden, shape.intermediate, shape.heads)
-        assert row["global_layers"] == list(range(0, shape.layers, 3))
+            config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.num_attention_heads)
+        assert [i for i, kind in enumerate(config.layer_types) if kind == "full_attention"] == row["global_layers"]
+        assert row["global_layers"] == list(range(0, config.num_hidden_layers, 3))  # a global layer every third
         assert row["vocab"] == 50368
         assert abs(row["parameters"] / NOMINAL_PARAMETERS[row["name"]] - 1) < 0.04, row
     one_b = next(r for r in rows if r["name"] == "1b")

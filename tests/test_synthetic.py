@@ -94,10 +94,14 @@ def test_pretraining_covers_everyone_and_loads(world_dir, world):
 
 
 def test_files_have_the_loader_columns(world_dir):
-    assert load_data(str(world_dir / "retrieval_train.jsonl"), columns=["query", "positive", "negative"])
-    assert load_data(str(world_dir / "rerank_train.jsonl"), columns=["query", "passage", "label"])
-    assert load_data(str(world_dir / "sft_train.jsonl"), columns=["messages"])
-    assert load_data(str(world_dir / "claims_test.jsonl"), columns=["text", "label"])
+    retrieval = load_data(str(world_dir / "retrieval_train.jsonl"), columns=["query", "positive", "negative"])
+    assert all(row["positive"] != row["negative"] for row in retrieval)  # a hard negative, not the answer again
+    rerank = load_data(str(world_dir / "rerank_train.jsonl"), columns=["query", "passage", "label"])
+    assert set(rerank["label"]) == {0, 1}
+    chats = load_data(str(world_dir / "sft_train.jsonl"), columns=["messages"])
+    assert all(chat[-1]["role"] == "assistant" for chat in chats["messages"])
+    claims = load_data(str(world_dir / "claims_test.jsonl"), columns=["text", "label"])
+    assert 0.3 < sum(claims["label"]) / len(claims) < 0.7  # true and false claims alike
     people = [json.loads(line) for line in (world_dir / "world.jsonl").read_text().splitlines()]
     assert {p["split"] for p in people} == {"train", "test"}
 
