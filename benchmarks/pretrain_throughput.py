@@ -3,7 +3,8 @@
 Same model shape, tokenizer, data (../shared/data/pretrain), sequence length, batch and precision:
   (a) ettin_ft.pretrain (packed documents, no cross-document attention, MLM loss on masked positions only);
   (b) transformers Trainer + DataCollatorForLanguageModeling over run_mlm/run_clm-style grouped texts.
-Each run is a fresh subprocess (clean peak-memory reading); tokens/s is measured after warm-up steps.
+Each run is a fresh subprocess (clean peak-memory reading); tokens/s is measured after warm-up steps. Both sides
+run on CUDA when a GPU is present (MFU against its bf16 peak), else on the CPU.
 
     python benchmarks/pretrain_throughput.py --size 17m --seq-len 512 --batch-size 8 --steps 12
 """
@@ -35,7 +36,8 @@ def matmul_peak(dtype_name: str) -> float:
 
     from ettin_ft.training.throughput import measured_peak_flops
 
-    return measured_peak_flops(torch.device("cpu"), {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the device both sides train on
+    return measured_peak_flops(device, {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name])
 
 
 def run_ettin(args, tokenizer_dir: str) -> dict:
@@ -87,7 +89,8 @@ def run_baseline(args, tokenizer_dir: str) -> dict:
 
     training_args = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="bench-hf-"), per_device_train_batch_size=args.batch_size,
-        max_steps=args.steps, learning_rate=3e-3, warmup_steps=1, bf16=args.precision == "bf16", use_cpu=True,
+        max_steps=args.steps, learning_rate=3e-3, warmup_steps=1, bf16=args.precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),
         report_to=[], logging_steps=args.steps, save_strategy="no", dataloader_num_workers=1,
         torch_compile=args.compile, disable_tqdm=True,
     )
@@ -141,8 +144,10 @@ def main() -> None:
     from ettin_ft.runtime import cpu_has_native_bf16
     from ettin_ft.tokenizer import train_tokenizer
 
-    if args.precisions == "auto":
-        args.precisions = "fp32,bf16" if cpu_has_native_bf16() else "fp32"
+    import torch
+
+    if args.precisions == "auto":  # on a GPU, MFU is read against its bf16 peak (the known H100/A100 figures)
+        args.precisions = "fp32,bf16" if torch.cuda.is_available() or cpu_has_native_bf16() else "fp32"
 
     tokenizer_dir = tempfile.mkdtemp(prefix="bench-tokenizer-")
     train_tokenizer(documents(), vocab_size=50368, min_frequency=1).save_pretrained(tokenizer_dir)
