@@ -36,3 +36,17 @@ def route_fused_loss_through_prediction_head(trainer) -> None:
             hook.remove()
 
     model.forward = forward
+
+
+# sentence-transformers 5.3.0 (SentenceTransformerTrainer and the sparse and cross-encoder trainers built on it).
+def seed_batch_sampler(trainer) -> None:
+    """Let --seed choose the batches: the trainer builds a Dataset's batch sampler without the run's seed, and the
+    sampler then reseeds its generator with its default of 0, so every seed trained on the same batches."""
+    build = trainer.get_batch_sampler
+
+    @functools.wraps(build)
+    def get_batch_sampler(*args, **kwargs):
+        kwargs["seed"] = trainer.args.seed if kwargs.get("seed", 0) == 0 else kwargs["seed"]
+        return build(*args, **kwargs)
+
+    trainer.get_batch_sampler = get_batch_sampler

@@ -228,6 +228,9 @@ def write_results(output_dir: str, config, training_args, before: dict, after: d
 
 def train_and_save(model, trainer, config, args, evaluate) -> None:
     """Evaluate, train, evaluate again, then write DIR/final, config.yaml, metrics.json and the log."""
+    from .compat import seed_batch_sampler
+
+    seed_batch_sampler(trainer)  # sentence-transformers' trainers (every recipe that calls this)
     with output_folder(args.output_dir):
         before = evaluate()
         trainer.train()

@@ -193,6 +193,21 @@ def test_new_layers_start_from_the_seed(pretrained_encoder, world_dir, tmp_path,
     assert torch.equal(built[0], built[1]) and not torch.equal(built[0], built[2])
 
 
+def test_the_seed_chooses_the_batches(pretrained_encoder, world_dir, tmp_path, capsys):
+    """Dense has no new layers: only the batch order can differ between seeds, and it must (sentence-transformers
+    5.3 alone would give every seed the same batches)."""
+    losses = []
+    for run, seed in enumerate((1, 1, 2)):
+        out = tmp_path / f"run{run}"
+        status, err, _ = run_cli_main("dense", capsys, "--model", str(pretrained_encoder), "--data",
+                                      str(world_dir / "retrieval_train.jsonl"), "--output-dir", str(out), "--seed",
+                                      str(seed), "--max-steps", "4", "--per-device-train-batch-size", "8",
+                                      "--logging-steps", "1", "--report-to", "none", "--batch-sampler", "no_duplicates")
+        assert status == 0, err[-3:]
+        losses.append(logged_losses(out))
+    assert losses[0] == losses[1] and losses[0] != losses[2], losses
+
+
 def test_bm25_miner_labels_and_margin(world):
     """Negatives score below 95% of the positive; near-duplicates of the positive are left out."""
     import datasets
