@@ -235,8 +235,12 @@ def plan(config: StudyConfig) -> list[Run]:
         raise EttinError(f"--recipe {config.recipe}: expected one of {', '.join(RECIPES)}")
     seeds = [None] if config.recipe == "bias" else parse_seeds(config.seeds)
     runs, labels = [], {}
-    for model, extra_args in model_entries(config):
+    entries = model_entries(config)
+    short = [folder_label(model) for model, _ in entries]
+    for model, extra_args in entries:
         label = folder_label(model)
+        if short.count(label) > 1 and os.path.isdir(model):  # two run folders of one name: add their parents'
+            label = folder_label(os.path.dirname(os.path.normpath(os.path.abspath(model)))) + "-" + label
         if labels.setdefault(label, model) != model:
             raise EttinError(f"--models: {model} and {labels[label]} would share the folder {label}; rename one")
         revisions = expand_revisions(model, config.revisions)
