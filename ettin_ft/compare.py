@@ -382,6 +382,24 @@ def encoder_decoder_pairs(groups: list[dict], metric: str) -> list[tuple[str, fl
             for size, _, revision in order if len(values := sides[(size, _, revision)]) == 2]
 
 
+def line_plot(plt, lines: dict[str, list[dict]], x: str, metric: str, title: str, path: str, log_x: bool = False) -> None:
+    """One line per label: the metric's mean (± std over seeds) against the groups' ``x`` ("parameters" or "step")."""
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    for label, line in lines.items():
+        line = sorted(line, key=lambda g: g[x])
+        axis.errorbar([g[x] for g in line], [g["metrics"][metric][0] for g in line],
+                      yerr=[g["metrics"][metric][1] for g in line], marker="o", capsize=3, label=label)
+    if log_x:
+        axis.set_xscale("log")
+    axis.set_xlabel({"parameters": "parameters", "step": "pretraining step"}[x])
+    axis.set_ylabel(metric.removeprefix("after_"))
+    axis.legend()
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def plot(groups: list[dict], metric: str, output_dir: str) -> dict[str, str]:
     """The three plots; returns file → why it was not drawn, for those it could not draw."""
     import matplotlib
@@ -393,36 +411,17 @@ def plot(groups: list[dict], metric: str, output_dir: str) -> dict[str, str]:
     skipped = {}
     points = [g for g in latest(groups) if metric in g["metrics"] and g["parameters"]]
     if points:
-        figure, axis = plt.subplots(figsize=(5.5, 3.8))
-        for variant in sorted({g["variant"] for g in points}):
-            line = sorted((g for g in points if g["variant"] == variant), key=lambda g: g["parameters"])
-            axis.errorbar([g["parameters"] for g in line], [g["metrics"][metric][0] for g in line],
-                          yerr=[g["metrics"][metric][1] for g in line], marker="o", capsize=3, label=variant)
-        axis.set_xscale("log")
-        axis.set_xlabel("parameters")
-        axis.set_ylabel(name)
-        axis.legend()
-        axis.set_title(f"{name} against model size")
-        figure.tight_layout()
-        figure.savefig(os.path.join(output_dir, "metric_vs_size.png"), dpi=100)
-        plt.close(figure)
+        lines = {v: [g for g in points if g["variant"] == v] for v in sorted({g["variant"] for g in points})}
+        line_plot(plt, lines, "parameters", metric, f"{name} against model size",
+                  os.path.join(output_dir, "metric_vs_size.png"), log_x=True)
     else:
         skipped["metric_vs_size.png"] = "no finished run reported the metric"
     stepped = [g for g in groups if metric in g["metrics"] and g["step"] is not None]
     models = sorted({g["model"] for g in stepped})
     if stepped and any(len({g["step"] for g in stepped if g["model"] == m}) > 1 for m in models):
-        figure, axis = plt.subplots(figsize=(5.5, 3.8))
-        for model in models:
-            line = sorted((g for g in stepped if g["model"] == model), key=lambda g: g["step"])
-            axis.errorbar([g["step"] for g in line], [g["metrics"][metric][0] for g in line],
-                          yerr=[g["metrics"][metric][1] for g in line], marker="o", capsize=3, label=folder_label(model))
-        axis.set_xlabel("pretraining step")
-        axis.set_ylabel(name)
-        axis.legend()
-        axis.set_title(f"{name} against the pretraining checkpoint")
-        figure.tight_layout()
-        figure.savefig(os.path.join(output_dir, "metric_vs_step.png"), dpi=100)
-        plt.close(figure)
+        lines = {folder_label(m): [g for g in stepped if g["model"] == m] for m in models}
+        line_plot(plt, lines, "step", metric, f"{name} against the pretraining checkpoint",
+                  os.path.join(output_dir, "metric_vs_step.png"))
     else:
         skipped["metric_vs_step.png"] = "no model was run at more than one checkpoint step (--revisions)"
     pairs = encoder_decoder_pairs(groups, metric)
