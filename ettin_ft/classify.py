@@ -19,14 +19,13 @@ import json
 import os
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                          TrainingArguments)
+                          TrainingArguments, set_seed)
 
 from .hub import locate
 from .models import describe_arch, lora_target_modules
-from .config import read_yaml
+from .config import read_yaml, shipped_config
 from .data.classification import GLUE_TASKS, ClassificationData, glue_task, load_classification_data
 from .errors import EttinError, cli_entry
 from .evaluation import classification_metrics
@@ -34,8 +33,6 @@ from .recipe import (RecipeConfig, column_mapping, locate_model, model_kwargs, o
                      print_dry_run, save_with_tokenizer, prepare_run, write_results)
 from .tokenizer import set_post_processing
 
-# The release defaults: default.yaml for every run, then the --task's own file.
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "classify"
 
 
 @dataclass
@@ -61,10 +58,10 @@ def release_defaults(argv: list[str] | None) -> dict:
     parser.add_argument("--config")
     known, _ = parser.parse_known_args(argv)
     task = known.task or (read_yaml(known.config).get("task") if known.config else None)
-    defaults = read_yaml(str(CONFIGS / "default.yaml"))
+    defaults = shipped_config("classify/default")
     if task:
         glue_task(task)
-        defaults.update(read_yaml(str(CONFIGS / f"{task}.yaml")))
+        defaults.update(shipped_config(f"classify/{task}"))
     return defaults
 
 
@@ -132,6 +129,7 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
     if config.merge and not config.lora:
         raise EttinError("--merge applies to LoRA training; add --lora")
     args, runtime = prepare_run(config, args, runtime)
+    set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     data = load_data(config)  # every input check before the model loads
     model, tokenizer, _ = build_model(config, data, runtime)
     if dry_run:

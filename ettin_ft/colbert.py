@@ -1,8 +1,8 @@
 """Multi-vector retrieval: an Ettin encoder → a pylate ColBERT model.
 
-Defaults of the Ettin release: knowledge distillation (losses.Distillation) on lightonai/ms-marco-en-bge
-(its train / queries / documents subsets through KDProcessing), lr 8e-5, batch 16, one epoch. Data of
-(query, positive, negative) rows without teacher scores train with losses.Contrastive instead.
+Knowledge distillation (losses.Distillation) on the release data, lightonai/ms-marco-en-bge (its train /
+queries / documents subsets through KDProcessing); (query, positive, negative) rows without teacher scores
+train with losses.Contrastive instead. Defaults, the Ettin release's settings: configs/colbert.yaml.
 
     python -m ettin_ft.colbert --model 150m --output-dir runs/colbert-150m
     python -m ettin_ft.colbert --model runs/pretrain/final --data triplets.jsonl --output-dir runs/colbert
@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 
 from pylate import losses, models, utils
 from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from transformers import set_seed
 
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, prepare_run, train_and_save)
+                     parse_recipe, print_dry_run, prepare_run, release_settings, train_and_save)
 
-KD_DATA = "lightonai/ms-marco-en-bge"
-DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 16, "num_train_epochs": 1,
-            "output_dir": "runs/colbert", "save_strategy": "no", "logging_steps": 10, "report_to": "none"}
+DEFAULTS, (KD_DATA, _, _) = release_settings("colbert")
 
 
 @dataclass
@@ -60,6 +59,7 @@ def distillation_data(config: ColbertConfig):
 def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a ColBERT model as ``config`` says; returns the trained pylate ColBERT."""
     args, runtime = prepare_run(config, args, runtime)
+    set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate_model(config, "colbert")
     objective = config.objective
     if objective == "auto":

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sys
+from importlib.resources import files
 from typing import Any
 
 import yaml
@@ -34,6 +35,11 @@ def read_yaml(path: str) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise EttinError(f"config file {path} must be a mapping of field: value, found {type(content).__name__}")
     return content
+
+
+def shipped_config(name: str) -> dict[str, Any]:
+    """configs/<name>.yaml as installed with the package (``ettin_ft.configs``), e.g. ``classify/sst2``."""
+    return read_yaml(str(files("ettin_ft.configs") / f"{name}.yaml"))
 
 
 def parse_config(*config_classes, argv: list[str] | None = None, prog: str | None = None, description: str = "",

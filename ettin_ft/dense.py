@@ -1,8 +1,7 @@
 """Dense embeddings: an Ettin encoder (or decoder) → a sentence-transformers embedder.
 
-Defaults of the Ettin release: mean pooling (last-token pooling for decoders, so the encoder and decoder
-of one size compare), CachedMultipleNegativesRankingLoss (mini-batch 16), lr 8e-5, batch 512, one epoch,
-warmup 0.05, the NO_DUPLICATES sampler, on msmarco-co-condenser triplets with 1,000 rows held out.
+CachedMultipleNegativesRankingLoss over mean-pooled tokens (last-token pooling for decoders, so the encoder
+and decoder of one size compare). Defaults, the Ettin release's settings and data: configs/dense.yaml.
 
     python -m ettin_ft.dense --model 150m --output-dir runs/dense-150m
     python -m ettin_ft.dense --model runs/pretrain/final --data pairs.jsonl \
@@ -16,15 +15,13 @@ from dataclasses import dataclass, field
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers import losses, models
 from sentence_transformers.evaluation import SequentialEvaluator, TripletEvaluator
+from transformers import set_seed
 
 from .errors import cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, prepare_run, split_held_out, train_and_save)
+                     parse_recipe, print_dry_run, prepare_run, release_settings, split_held_out, train_and_save)
 
-DEFAULT_DATA = ("sentence-transformers/msmarco-co-condenser-margin-mse-sym-mnrl-mean-v1", "triplet-hard", None)
-DEFAULTS = {"learning_rate": 8e-5, "per_device_train_batch_size": 512, "num_train_epochs": 1,
-            "warmup_steps": 0.05, "batch_sampler": "no_duplicates", "output_dir": "runs/dense",
-            "save_strategy": "no", "logging_steps": 10, "report_to": "none"}
+DEFAULTS, RELEASE_DATA = release_settings("dense")
 
 
 @dataclass
@@ -51,9 +48,10 @@ def build_model(config: DenseConfig, runtime, located=None) -> SentenceTransform
 def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a dense embedder as ``config`` says; returns the trained SentenceTransformer."""
     args, runtime = prepare_run(config, args, runtime)
+    set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate(config)
     train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=["negative"],
-                                                                default=DEFAULT_DATA))
+                                                                default=RELEASE_DATA))
     evaluators = {}
     if held_out is not None and "negative" in held_out.column_names:
         evaluators["held_out"] = TripletEvaluator(held_out["query"], held_out["positive"], held_out["negative"], name="held_out")

@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import dump_yaml, parse_config, plain, to_dict
+from .config import dump_yaml, parse_config, plain, shipped_config, to_dict
 from .data.loading import check_texts, load_beir, load_data
 from .evaluation import NANOBEIR_EN
 from .errors import EttinError
@@ -62,6 +62,15 @@ class RetrievalConfig(RecipeConfig):
             nanobeir_names(self.eval_nanobeir)
 
 
+def release_settings(recipe: str) -> tuple[dict[str, Any], tuple[str, str | None, int | None]]:
+    """configs/<recipe>.yaml, the one home of a recipe's Ettin-release settings: (the defaults of every run,
+    the release data as (name, config, row limit)). The data's config and row limit belong to that dataset,
+    so they apply only when --data is not given (``load_training_data``), never to a user's own data."""
+    values = shipped_config(recipe)
+    data = (values.pop("data"), values.pop("data_config", None), values.pop("max_samples", None))
+    return values, data
+
+
 def parse_recipe(config_class, arguments_class, defaults: dict[str, Any], argv, prog: str, description: str):
     """Parse a recipe's config and its library's TrainingArguments (any field as a flag or YAML key).
 
@@ -77,17 +86,13 @@ def parse_recipe(config_class, arguments_class, defaults: dict[str, Any], argv, 
 
 
 def prepare_run(config: RecipeConfig, args, runtime=None):
-    """Seed, and settle device and precision in one place for the command line and for Python: (args, runtime).
+    """Settle device and precision in one place for the command line and for Python: (args, runtime).
 
-    Seeding comes before any model is built, so the new layers recipes add (ColBERT's projection, a classifier
-    or reranker head, chat-token embeddings) and hence the "before" metrics repeat. The model (``runtime``) and
-    the trainer (the returned copy of ``args``) then share one device and precision: --precision, or the
-    trainer's own --bf16/--fp16 (they must agree), on the trainer's device (--use-cpu) unless ``runtime`` is given.
+    The model (``runtime``) and the trainer (the returned copy of ``args``) share one device and precision:
+    --precision, or the trainer's own --bf16/--fp16 (they must agree), on the trainer's device (--use-cpu)
+    unless ``runtime`` is given.
     """
-    from transformers import set_seed
-
     quiet_expected_load_reports()
-    set_seed(args.seed)
     if runtime is None:
         asked = "bf16" if args.bf16 else "fp16" if args.fp16 else None
         if asked and config.precision not in ("auto", asked):
@@ -110,7 +115,7 @@ def load_training_data(config: RecipeConfig, columns: list[str], optional: list[
     """The training rows with ``columns`` (plus those of ``optional`` present), in that order.
 
     ``optional=None`` keeps every column; ``default`` is (hub name, config, row limit) of the recipe's
-    Ettin-release data.
+    Ettin-release data (``release_settings``).
     """
     spec, data_config, limit = config.data, config.data_config, config.max_samples
     if spec is None:

@@ -1,7 +1,7 @@
 """Reranking: an Ettin encoder → a sentence-transformers CrossEncoder with one output.
 
-Defaults of the Ettin release: BinaryCrossEntropyLoss with pos_weight = the number of hard negatives (5),
-lr 2e-5, batch 64, warmup 0.1, on gooaq (first 100k rows, 1,000 held out). (query, positive) pairs get
+BinaryCrossEntropyLoss with pos_weight = the number of hard negatives. Defaults, the Ettin release's settings
+and data: configs/rerank.yaml. (query, positive) pairs get
 hard negatives mined with sentence_transformers.util.mine_hard_negatives from an embedding model, or
 offline with BM25 (``--mining-model bm25``); (query, passage, label) rows train as they are.
 Evaluation reranks the BM25 top 100 of every query.
@@ -18,16 +18,15 @@ import datasets
 import torch
 from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments,
                                                  losses)
+from transformers import set_seed
 
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import BM25
 from .recipe import (RetrievalConfig, column_mapping, split_held_out, evaluate, evaluators_for, load_training_data, locate_model,
-                     model_kwargs, parse_recipe, print_dry_run, prepare_run, train_and_save)
+                     model_kwargs, parse_recipe, print_dry_run, prepare_run, release_settings, train_and_save)
 
-DEFAULT_DATA = ("sentence-transformers/gooaq", None, 100_000)
-DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 64, "num_train_epochs": 1, "warmup_steps": 0.1,
-            "output_dir": "runs/rerank", "save_strategy": "no", "logging_steps": 10, "report_to": "none"}
+DEFAULTS, RELEASE_DATA = release_settings("rerank")
 
 
 @dataclass
@@ -65,7 +64,7 @@ def training_pairs(config: RerankConfig) -> datasets.Dataset:
         # The held-out rows stay out: the quickstart's tiny reranker, which sits on a loss plateau for hundreds of
         # steps, stopped improving when trained on every row in file order; kept until it is retuned.
         return split_held_out(config, load_training_data(config, ["query", "passage", "label"]))[0]
-    train = split_held_out(config, load_training_data(config, ["query", "positive"], default=DEFAULT_DATA))[0]
+    train = split_held_out(config, load_training_data(config, ["query", "positive"], default=RELEASE_DATA))[0]
     if config.mining_model == "bm25":
         return bm25_hard_negatives(train, config.num_negatives)
     from sentence_transformers import SentenceTransformer
@@ -88,6 +87,7 @@ def training_pairs(config: RerankConfig) -> datasets.Dataset:
 def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runtime=None, dry_run=False):
     """Train a cross-encoder reranker as ``config`` says; returns the trained CrossEncoder."""
     args, runtime = prepare_run(config, args, runtime)
+    set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     ref = locate_model(config, "rerank").ref
     if config.num_negatives < 1:
         raise EttinError(f"--num-negatives must be at least 1, got {config.num_negatives}")

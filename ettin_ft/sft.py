@@ -1,8 +1,7 @@
 """Supervised fine-tuning: an Ettin decoder → a chat model with trl's SFTTrainer, fully or with LoRA.
 
-Defaults of the Ettin release: trl-lib/Capybara, lr 2e-5 (2e-4 with --lora: r 32, alpha 16), one epoch,
-packing, per-device batch 2 with 8 accumulation steps, gradient checkpointing, eos <|im_end|>, evaluation
-every 100 steps. Ettin decoders ship without a chat template: ChatML is added offline and the embeddings
+Defaults, the Ettin release's settings and data: configs/sft.yaml, with configs/lora.yaml over it for
+--lora. Ettin decoders ship without a chat template: ChatML is added offline and the embeddings
 resized; BOS ([CLS]) stays first in every sequence. Loss on assistant tokens only unless --all-tokens.
 
     python -m ettin_ft.sft --model 150m --output-dir runs/sft-150m
@@ -20,25 +19,21 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from .compat import route_fused_loss_through_prediction_head
 from .data.loading import check_texts, validate_chats
-from .config import read_yaml
+from .config import read_yaml, shipped_config
 from .errors import EttinError, cli_entry
 from .models import lora_target_modules
 from .generate import generate
 from .tokenizer import add_chat_support
 from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, output_folder, parse_recipe,
-                     print_dry_run, save_with_tokenizer, prepare_run, split_held_out, write_results)
+                     print_dry_run, save_with_tokenizer, prepare_run, release_settings, split_held_out, write_results)
 
-DEFAULT_DATA = ("trl-lib/Capybara", None, None)
-DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8,
-            "num_train_epochs": 1, "packing": True, "gradient_checkpointing": True, "eos_token": "<|im_end|>",
-            "eval_strategy": "steps", "eval_steps": 100, "held_out": 200, "output_dir": "runs/sft",
-            "save_strategy": "no", "logging_steps": 10, "report_to": "none"}
-LORA_DEFAULTS = {"learning_rate": 2e-4, "output_dir": "runs/lora"}
+DEFAULTS, RELEASE_DATA = release_settings("sft")
+LORA_DEFAULTS = shipped_config("lora")
 FORMAT_COLUMNS = {"conversational": ["messages"], "prompt-completion": ["prompt", "completion"], "text": ["text"]}
 
 
@@ -58,7 +53,7 @@ class SftRecipeConfig(RecipeConfig):
 
 
 def release_defaults(argv: list[str] | None) -> dict:
-    """The release defaults, with LoRA's own (still below --config and flags) when --lora is given."""
+    """configs/sft.yaml's defaults, with configs/lora.yaml over them (still below --config and flags) for --lora."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--lora", nargs="?", const="true")
     parser.add_argument("--config")
@@ -150,8 +145,8 @@ def evaluate_sft(trainer, held_out, fmt: str, config: SftRecipeConfig) -> tuple[
 
 def load_sft_data(config: SftRecipeConfig):
     """(train, held-out, format): checked conversations, prompt/completion pairs or plain text."""
-    train, held_out = split_held_out(config, load_training_data(config, [], optional=None, default=DEFAULT_DATA))
-    where = config.data or DEFAULT_DATA[0]
+    train, held_out = split_held_out(config, load_training_data(config, [], optional=None, default=RELEASE_DATA))
+    where = config.data or RELEASE_DATA[0]
     fmt = data_format(train, where)
     splits = [split.select_columns(FORMAT_COLUMNS[fmt]) if split is not None else None for split in (train, held_out)]
     for split in splits:
@@ -178,6 +173,7 @@ def build_trainer(config: SftRecipeConfig, args: SFTConfig, model, tokenizer, tr
 def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=False):
     """Fine-tune a decoder as ``config`` says; returns the trained model (PeftModel with --lora, merged with --merge)."""
     args, runtime = prepare_run(config, args, runtime)
+    set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     if (config.merge or config.load_in_4bit) and not config.lora:
         raise EttinError("--merge and --load-in-4bit apply to LoRA training; add --lora")
     located = locate(config)

@@ -1,8 +1,8 @@
 """Sparse retrieval (SPLADE): an Ettin encoder's MLM head → a sentence-transformers SparseEncoder.
 
-Defaults of the Ettin release: SpladeLoss over SparseMultipleNegativesRankingLoss, query/document
-regularizer weights 5e-5/3e-5, lr 2e-5, batch 16, warmup 0.1, on natural-questions (first 100k rows,
-1,000 held out). Evaluation also reports the average active dimensions of queries and documents.
+SpladeLoss (FLOPS regularizers on queries and documents) over SparseMultipleNegativesRankingLoss. Defaults,
+the Ettin release's settings and data: configs/sparse.yaml. Evaluation also reports the average active
+dimensions of queries and documents.
 
     python -m ettin_ft.sparse --model 150m --output-dir runs/splade-150m
 """
@@ -13,15 +13,13 @@ from dataclasses import dataclass, field
 
 from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTrainer,
                                                   SparseEncoderTrainingArguments, losses, models)
+from transformers import set_seed
 
 from .errors import cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, prepare_run, train_and_save)
+                     parse_recipe, print_dry_run, prepare_run, release_settings, train_and_save)
 
-DEFAULT_DATA = ("sentence-transformers/natural-questions", None, 100_000)
-DEFAULTS = {"learning_rate": 2e-5, "per_device_train_batch_size": 16, "num_train_epochs": 1, "warmup_steps": 0.1,
-            "batch_sampler": "no_duplicates", "output_dir": "runs/sparse", "save_strategy": "no",
-            "logging_steps": 10, "report_to": "none"}
+DEFAULTS, RELEASE_DATA = release_settings("sparse")
 
 
 @dataclass
@@ -40,8 +38,9 @@ def build_model(config: SparseConfig, runtime, located=None) -> SparseEncoder:
 def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, runtime=None, dry_run=False):
     """Train a SPLADE model as ``config`` says; returns the trained SparseEncoder."""
     args, runtime = prepare_run(config, args, runtime)
+    set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate_model(config, "sparse")
-    train = load_training_data(config, ["query", "positive"], optional=["negative"], default=DEFAULT_DATA)
+    train = load_training_data(config, ["query", "positive"], optional=["negative"], default=RELEASE_DATA)
     evaluators = evaluators_for("sparse", config)
     model = build_model(config, runtime, located)  # after every input check
     if dry_run:

@@ -277,25 +277,51 @@ def test_dry_run_prints_config_model_and_sample(pretrained_encoder, world_dir, t
     assert "SentenceTransformer" in out and "sample:" in out and not (tmp_path / "d").exists()
 
 
-@pytest.mark.parametrize("name, module, config_class, arguments_class, learning_rate", [
-    ("dense", "dense", "DenseConfig", "SentenceTransformerTrainingArguments", 8e-5),
-    ("colbert", "colbert", "ColbertConfig", "SentenceTransformerTrainingArguments", 8e-5),
-    ("sparse", "sparse", "SparseConfig", "SparseEncoderTrainingArguments", 2e-5),
-    ("rerank", "rerank", "RerankConfig", "CrossEncoderTrainingArguments", 2e-5),
-    ("sft", "sft", "SftRecipeConfig", "SFTConfig", 2e-5),
-    ("lora", "sft", "SftRecipeConfig", "SFTConfig", 2e-4),
+@pytest.mark.parametrize("name, module, config_class, arguments_class, learning_rate, flags", [
+    ("dense", "dense", "DenseConfig", "SentenceTransformerTrainingArguments", 8e-5, []),
+    ("colbert", "colbert", "ColbertConfig", "SentenceTransformerTrainingArguments", 8e-5, []),
+    ("sparse", "sparse", "SparseConfig", "SparseEncoderTrainingArguments", 2e-5, []),
+    ("rerank", "rerank", "RerankConfig", "CrossEncoderTrainingArguments", 2e-5, []),
+    ("sft", "sft", "SftRecipeConfig", "SFTConfig", 2e-5, []),
+    ("lora", "sft", "SftRecipeConfig", "SFTConfig", 2e-4, ["--lora"]),
 ])
-def test_shipped_recipe_configs_parse(name, module, config_class, arguments_class, learning_rate):
+def test_a_recipes_yaml_is_its_defaults(name, module, config_class, arguments_class, learning_rate, flags):
     import importlib
 
+    from ettin_ft.config import to_dict
     from ettin_ft.recipe import parse_recipe
 
     recipe = importlib.import_module(f"ettin_ft.{module}")
-    config, args, _ = parse_recipe(getattr(recipe, config_class), getattr(recipe, arguments_class), recipe.DEFAULTS,
-                                      ["--config", str(REPO / "configs" / f"{name}.yaml")], name, "")
+
+    def parsed(argv):
+        defaults = recipe.release_defaults(argv) if module == "sft" else recipe.DEFAULTS
+        config, args, _ = parse_recipe(getattr(recipe, config_class), getattr(recipe, arguments_class), defaults,
+                                       argv, name, "")
+        return config, args
+
+    config, args = parsed(flags)
     assert config.model == "150m" and args.learning_rate == learning_rate and args.output_dir == f"runs/{name}"
-    if module != "sft":
-        assert config.eval_nanobeir == "all"  # the encoder recipes' release configs report NanoBEIR
+    # the release data is resolved when the rows load, so its data_config or row limit never reach --data
+    assert (config.data, config.data_config, config.max_samples) == (None, None, None)
+    from_file = to_dict(*parsed(["--config", str(REPO / "configs" / f"{name}.yaml")]))
+    release_data = ("data", "data_config", "max_samples")
+    assert {k: v for k, v in from_file.items() if k not in release_data} == {
+        k: v for k, v in to_dict(config, args).items() if k not in release_data}
+
+
+@pytest.mark.parametrize("recipe, model, dataset", [
+    ("dense", "encoder", "sentence-transformers/msmarco-co-condenser-margin-mse-sym-mnrl-mean-v1"),
+    ("sparse", "encoder", "sentence-transformers/natural-questions"),
+    ("colbert", "encoder", "lightonai/ms-marco-en-bge"),
+    ("rerank", "encoder", "sentence-transformers/gooaq"),
+    ("sft", "decoder", "trl-lib/Capybara"),
+])
+def test_without_data_a_recipe_reaches_for_the_release_data(recipe, model, dataset, tiny_encoder_dir, tiny_decoder_dir,
+                                                           tmp_path, capsys):
+    folder = tiny_encoder_dir if model == "encoder" else tiny_decoder_dir
+    status, err, _ = run_cli_main(recipe, capsys, "--model", str(folder), "--output-dir", str(tmp_path / "run"))
+    assert status == 2 and len(err) == 1 and f"'{dataset}'" in err[0], err  # the hub is unreachable here
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def sft_config(model, data, output_dir, **overrides):
 
     from ettin_ft.sft import DEFAULTS, SftRecipeConfig
 
-    fields = {k: v for k, v in DEFAULTS.items() if k != "held_out"}
+    fields = {k: v for k, v in DEFAULTS.items() if k in SFTConfig.__dataclass_fields__}
     fields.update(output_dir=str(output_dir), max_steps=100, learning_rate=3e-3, warmup_steps=5,
                   per_device_train_batch_size=4, gradient_accumulation_steps=1, max_length=256,
                   gradient_checkpointing=False, use_cpu=True, bf16=False, seed=0, **overrides)

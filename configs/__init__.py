@@ -1,0 +1,1 @@
+"""The YAML files of configs/, installed as ``ettin_ft.configs`` (see pyproject.toml)."""
