@@ -4,7 +4,8 @@
    data, steps and tokenizer), keeping a checkpoint every ``--save-every`` steps.
 2. `compare --revisions all` over both run folders, 3 seeds each:
    - classify on SST-2 (../shared/data/classification/sst2, accuracy on its validation file);
-   - dense retrieval trained on PubMedQA pairs, NDCG@10 on SciFact (../shared/data/retrieval_eval/scifact);
+   - dense retrieval trained on PubMedQA pairs, NDCG@10 on SciFact (../shared/data/retrieval_eval/scifact), and
+     again for the decoder with mean pooling instead of its last token (an ablation);
    - the WinoGender bias probe (zero-shot, ../shared/data/bias/winogender).
 Each study writes comparison.csv/.json, REPORT.md and plots under --work-dir; BENCHMARKS.md quotes them.
 
@@ -65,11 +66,13 @@ def main() -> None:
     study(work, "classify-sst2", "classify", models, args.seeds, [
         "--data", str(SHARED / "classification" / "sst2"), "--max-steps", str(args.classify_steps),
         "--per-device-train-batch-size", "32", "--learning-rate", "1e-3", "--max-seq-length", "128", *common])
-    study(work, "dense-scifact", "dense", models, args.seeds, [
-        "--data", str(SHARED / "retrieval_pairs" / "pubmedqa_pqal.jsonl"),
-        "--eval-beir", str(SHARED / "retrieval_eval" / "scifact"), "--max-steps", str(args.dense_steps),
-        "--per-device-train-batch-size", "32", "--learning-rate", "3e-4", "--max-seq-length", "128",
-        "--batch-sampler", "no_duplicates", *common])
+    dense = ["--data", str(SHARED / "retrieval_pairs" / "pubmedqa_pqal.jsonl"),
+             "--eval-beir", str(SHARED / "retrieval_eval" / "scifact"), "--max-steps", str(args.dense_steps),
+             "--per-device-train-batch-size", "32", "--learning-rate", "3e-4", "--max-seq-length", "128",
+             "--batch-sampler", "no_duplicates", *common]
+    study(work, "dense-scifact", "dense", models, args.seeds, dense)
+    # ablation: the decoder mean-pooled like the encoder, to separate pooling from architecture
+    study(work, "dense-scifact-decoder-mean", "dense", models[1:], args.seeds, [*dense, "--pooling", "mean"])
     study(work, "bias", "bias", models, "0", ["--data", str(SHARED / "bias" / "winogender")])
 
 
