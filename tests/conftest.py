@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from ettin_ft.runtime import cpu_has_native_bf16
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# bf16 training tests run in bf16 where the CPU has bf16 instructions (the path "auto" takes there); on CPUs
+# without them bf16 matmuls are ~6x slower than fp32, which would push the suite past its time
+NATIVE_BF16 = cpu_has_native_bf16()
 
 # Tests never reach the hub: an unreachable endpoint makes any attempt fail at once.
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")

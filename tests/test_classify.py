@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import run_cli_main, shared_data
+from .conftest import NATIVE_BF16, run_cli_main, shared_data
 
 FAST = ["--per-device-train-batch-size", "32", "--learning-rate", "1e-3", "--warmup-steps", "0", "--logging-steps", "5",
         "--precision", "fp32"]
@@ -59,10 +59,10 @@ def test_learns_sentiment_beyond_its_untrained_head_and_the_majority_class(arch,
     assert sum(losses[-3:]) < sum(losses[:3]), losses
 
 
-@pytest.mark.parametrize("arch, bf16", [("encoder", True), ("decoder", False)])
+@pytest.mark.parametrize("arch, bf16", [("encoder", NATIVE_BF16), ("decoder", False)])
 def test_learns_the_synthetic_question_topics(arch, bf16, pretrained_tiny, world100_dir, tmp_path):
     """Five classes named by strings, questions about held-out people; from Python, the trainer's --bf16
-    deciding the model's precision too (bf16 is forced once: CPUs with native bf16 choose it by default)."""
+    deciding the model's precision too (the encoder in bf16 on CPUs with native bf16, which choose it by default)."""
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
     from ettin_ft.classify import ClassifyConfig, train_classify
