@@ -59,24 +59,28 @@ def decoder_tokenizer(world):
     return train_tokenizer(world.pretraining_texts(), vocab_size=512, arch="decoder")
 
 
-def _save_tiny(arch: str, tokenizer, folder: Path) -> Path:
-    from ettin_ft.models import build_model
-
+def save_untrained(build, tokenizer, folder: Path) -> Path:
+    """The model ``build()`` makes from seed 0, saved with ``tokenizer`` in ``folder``."""
     torch.manual_seed(0)
-    model = build_model("tiny", arch, tokenizer=tokenizer)
-    model.save_pretrained(folder)
+    build().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(encoder_tokenizer, tmp_path_factory) -> Path:
-    return _save_tiny("encoder", encoder_tokenizer, tmp_path_factory.mktemp("tiny-encoder"))
+    from ettin_ft.models import build_model
+
+    return save_untrained(lambda: build_model("tiny", "encoder", tokenizer=encoder_tokenizer), encoder_tokenizer,
+                          tmp_path_factory.mktemp("tiny-encoder"))
 
 
 @pytest.fixture(scope="session")
 def tiny_decoder_dir(decoder_tokenizer, tmp_path_factory) -> Path:
-    return _save_tiny("decoder", decoder_tokenizer, tmp_path_factory.mktemp("tiny-decoder"))
+    from ettin_ft.models import build_model
+
+    return save_untrained(lambda: build_model("tiny", "decoder", tokenizer=decoder_tokenizer), decoder_tokenizer,
+                          tmp_path_factory.mktemp("tiny-decoder"))
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from ettin_ft.errors import EttinError
 
-from .conftest import run_cli_main, shared_data
+from .conftest import run_cli_main, save_untrained, shared_data
 
 NOTICE = "not an Ettin model"
 
@@ -20,28 +19,20 @@ NOTICE = "not an Ettin model"
 def bert_dir(encoder_tokenizer, tmp_path_factory) -> Path:
     from transformers import BertConfig, BertForMaskedLM
 
-    folder = tmp_path_factory.mktemp("bert")
-    torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(vocab_size=len(encoder_tokenizer), hidden_size=64, num_hidden_layers=2,
-                               num_attention_heads=2, intermediate_size=96, max_position_embeddings=256,
-                               pad_token_id=encoder_tokenizer.pad_token_id)).save_pretrained(folder)
-    encoder_tokenizer.save_pretrained(folder)
-    return folder
+    config = BertConfig(vocab_size=len(encoder_tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=96, max_position_embeddings=256, pad_token_id=encoder_tokenizer.pad_token_id)
+    return save_untrained(lambda: BertForMaskedLM(config), encoder_tokenizer, tmp_path_factory.mktemp("bert"))
 
 
 @pytest.fixture(scope="module")
 def llama_dir(decoder_tokenizer, tmp_path_factory) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    folder = tmp_path_factory.mktemp("llama")
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(decoder_tokenizer), hidden_size=64, num_hidden_layers=2,
-                                 num_attention_heads=2, num_key_value_heads=2, intermediate_size=96,
-                                 max_position_embeddings=256, pad_token_id=decoder_tokenizer.pad_token_id,
-                                 bos_token_id=decoder_tokenizer.bos_token_id,
-                                 eos_token_id=decoder_tokenizer.eos_token_id)).save_pretrained(folder)
-    decoder_tokenizer.save_pretrained(folder)
-    return folder
+    config = LlamaConfig(vocab_size=len(decoder_tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2, intermediate_size=96, max_position_embeddings=256,
+                         pad_token_id=decoder_tokenizer.pad_token_id, bos_token_id=decoder_tokenizer.bos_token_id,
+                         eos_token_id=decoder_tokenizer.eos_token_id)
+    return save_untrained(lambda: LlamaForCausalLM(config), decoder_tokenizer, tmp_path_factory.mktemp("llama"))
 
 
 def metrics_of(folder: Path) -> dict:
