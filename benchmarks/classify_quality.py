@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from worker import report, run, run_worker
+from worker import plain_recipe, report, run, run_worker
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = {"sst2": 300, "rte": 300}  # task → fine-tuning steps per seed
@@ -36,12 +36,7 @@ def classify_command(model: str, task: str, output_dir: str, steps: int, args, *
 
 def plain_script(model_dir: str, task: str, args) -> float:
     """The Trainer script a transformers user would write (recipes/classify.py); returns training samples/s."""
-    import argparse
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-    from classify import build_trainer
-
-    trainer = build_trainer(argparse.Namespace(
+    trainer = plain_recipe("classify").build_trainer(argparse.Namespace(
         model=model_dir, data=str(SHARED / "classification" / task / "train.jsonl"), output_dir=tempfile.mkdtemp(),
         max_steps=args.timing_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         max_seq_length=args.max_seq_length))

@@ -23,10 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from worker import report, run, run_worker
+from worker import plain_recipe, report, run, run_worker
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"  # the plain library scripts
 EVAL_SETS = ("scifact", "cranfield")
 RECIPES = {  # recipe → (batch, learning rate, training steps, extra flags)
     "dense": (32, 3e-4, 300, ["--batch-sampler", "no_duplicates"]),
@@ -41,13 +40,8 @@ RECIPES = {  # recipe → (batch, learning rate, training steps, extra flags)
 def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
     """The library script a sentence-transformers / pylate user would write (recipes/<recipe>.py); returns train
     samples/s."""
-    import argparse
-    import importlib
-
-    sys.path.insert(0, str(RECIPES_DIR))
     batch, lr, _, _ = RECIPES[recipe]
-    script = importlib.import_module(recipe)
-    trainer = script.build_trainer(argparse.Namespace(
+    trainer = plain_recipe(recipe).build_trainer(argparse.Namespace(
         model=model_dir, data=data, output_dir=tempfile.mkdtemp(), max_steps=args.steps, batch_size=batch,
         learning_rate=lr, max_seq_length=180 if recipe == "colbert" else args.max_seq_length))
     return trainer.train().metrics["train_samples_per_second"]

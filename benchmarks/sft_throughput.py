@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from worker import report, run_worker
+from worker import plain_recipe, report, run_worker
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHATS = SHARED / "sft" / "hh_rlhf_helpful_base_test.jsonl"
@@ -66,9 +66,7 @@ def run_ettin(args, model_dir: str, packing: bool, lora: bool, marks: list) -> N
 
 def run_trl(args, model_dir: str, packing: bool, lora: bool, marks: list) -> None:
     """The plain trl script a user would write for an Ettin decoder (recipes/sft.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-    import sft as plain_sft
-
+    plain_sft = plain_recipe("sft")
     script_args = plain_sft.arguments(["--model", model_dir, "--data", str(CHATS), "--output-dir", tempfile.mkdtemp(),
                                        "--max-steps", str(args.steps), "--batch-size", str(args.batch_size),
                                        "--learning-rate", str(2e-4 if lora else 2e-5), "--max-seq-length",

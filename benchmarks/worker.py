@@ -3,12 +3,23 @@ peak memory) and read back the result the worker reports."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 RESULT = "RESULT "
+RECIPES_DIR = str(Path(__file__).resolve().parents[1] / "recipes")
+
+
+def plain_recipe(name: str) -> ModuleType:
+    """recipes/<name>.py: the plain library script a benchmark times ettin-ft against."""
+    if RECIPES_DIR not in sys.path:
+        sys.path.insert(0, RECIPES_DIR)
+    return importlib.import_module(name)
 
 
 def report(value: Any) -> None:
