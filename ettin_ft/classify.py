@@ -13,7 +13,6 @@ reports the mean and standard deviation.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -25,14 +24,13 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
 
 from .hub import locate
 from .models import describe_arch, lora_target_modules
-from .config import read_yaml, shipped_config
+from .config import early_value, shipped_config
 from .data.classification import GLUE_TASKS, ClassificationData, glue_task, load_classification_data
 from .errors import EttinError, cli_entry
 from .evaluation import classification_metrics
 from .recipe import (RecipeConfig, column_mapping, locate_model, model_kwargs, output_folder, parse_recipe,
                      print_dry_run, save_with_tokenizer, prepare_run, write_results)
 from .tokenizer import set_post_processing
-
 
 
 @dataclass
@@ -53,11 +51,7 @@ class ClassifyConfig(RecipeConfig):
 
 def release_defaults(argv: list[str] | None) -> dict:
     """configs/classify/default.yaml, then the YAML of the --task (from the flags or the --config file)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--task")
-    parser.add_argument("--config")
-    known, _ = parser.parse_known_args(argv)
-    task = known.task or (read_yaml(known.config).get("task") if known.config else None)
+    task = early_value(argv, "task")
     defaults = shipped_config("classify/default")
     if task:
         glue_task(task)

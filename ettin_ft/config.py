@@ -42,6 +42,19 @@ def shipped_config(name: str) -> dict[str, Any]:
     return read_yaml(str(files("ettin_ft.configs") / f"{name}.yaml"))
 
 
+def early_value(argv: list[str] | None, name: str, **argument) -> Any:
+    """What ``--name`` is set to, read before the full parse (which needs the defaults it selects): the flag's
+    value, else the ``--config`` file's, else None. ``argument`` as for ``add_argument``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(f"--{name}", **argument)
+    parser.add_argument("--config")
+    known, _ = parser.parse_known_args(argv)
+    flag = getattr(known, name)
+    if flag is not None:
+        return flag
+    return read_yaml(known.config).get(name) if known.config else None
+
+
 def parse_config(*config_classes, argv: list[str] | None = None, prog: str | None = None, description: str = "",
                  defaults: dict[str, Any] | None = None):
     """Parse ``config_classes`` from ``--config FILE`` plus flags; returns (instances..., dry_run).

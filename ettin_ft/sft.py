@@ -12,7 +12,6 @@ resized; BOS ([CLS]) stays first in every sequence. Loss on assistant tokens onl
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import math
@@ -24,7 +23,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .compat import route_fused_loss_through_prediction_head
 from .data.loading import check_texts, validate_chats
-from .config import read_yaml, shipped_config
+from .config import early_value, shipped_config
 from .errors import EttinError, cli_entry
 from .models import lora_target_modules
 from .generate import generate
@@ -54,14 +53,7 @@ class SftRecipeConfig(RecipeConfig):
 
 def release_defaults(argv: list[str] | None) -> dict:
     """configs/sft.yaml's defaults, with configs/lora.yaml over them (still below --config and flags) for --lora."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--lora", nargs="?", const="true")
-    parser.add_argument("--config")
-    known, _ = parser.parse_known_args(argv)
-    if known.lora is not None:
-        lora = known.lora.lower() in ("true", "1", "yes")
-    else:
-        lora = bool(known.config and read_yaml(known.config).get("lora"))
+    lora = str(early_value(argv, "lora", nargs="?", const="true")).lower() in ("true", "1", "yes")
     return {**DEFAULTS, **LORA_DEFAULTS} if lora else DEFAULTS
 
 
