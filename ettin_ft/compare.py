@@ -237,8 +237,7 @@ def plan(config: StudyConfig) -> list[Run]:
     runs, labels = [], {}
     entries = model_entries(config)
     short = [folder_label(model) for model, _ in entries]
-    for model, extra_args in entries:
-        label = folder_label(model)
+    for (model, extra_args), label in zip(entries, short):
         if short.count(label) > 1 and os.path.isdir(model):  # two run folders of one name: add their parents'
             label = folder_label(os.path.dirname(os.path.normpath(os.path.abspath(model)))) + "-" + label
         if labels.setdefault(label, model) != model:

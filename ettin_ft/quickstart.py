@@ -234,12 +234,12 @@ def run_stage(quickstart: Quickstart, stage: Stage) -> dict:
 
 def bias_probes(quickstart: Quickstart, stages: list[Stage]) -> dict:
     """The WinoGender probe of each pretrained model (zero-shot, seconds) when --bias-data is given."""
+    if not quickstart.config.bias_data:
+        return {}
     from .bias import BiasConfig, run_probe
 
     results = {}
-    for stage in stages:
-        if not (quickstart.config.bias_data and stage.name.startswith("pretrain-")):
-            continue
+    for stage in (s for s in stages if s.name.startswith("pretrain-")):
         arch = stage.name.removeprefix("pretrain-")
         folder = quickstart.path(f"bias-{arch}")
         if os.path.isfile(os.path.join(folder, "metrics.json")):
