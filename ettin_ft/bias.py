@@ -76,10 +76,12 @@ def split_on_pronoun(versions: dict[str, str], where: str) -> tuple[str, dict[st
 
 def load_winogender(folder: str) -> tuple[list[Item], dict[str, float]]:
     """(items, occupation → BLS percentage of women) from WinoGender's TSV files."""
-    missing = [name for name in FILES if not os.path.isfile(os.path.join(folder or "", name))]
-    if not folder or missing:
-        raise EttinError(f"--data {folder}: missing {', '.join(missing or FILES)}; expected WinoGender's data folder "
-                         "(github.com/rudinger/winogender-schemas, data/), e.g. ../shared/data/bias/winogender")
+    expected = "WinoGender's data folder (github.com/rudinger/winogender-schemas, data/), e.g. ../shared/data/bias/winogender"
+    if not folder:
+        raise EttinError(f"--data is required: {expected}")
+    missing = [name for name in FILES if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise EttinError(f"--data {folder}: missing {', '.join(missing)}; expected {expected}")
     with open(os.path.join(folder, "occupations-stats.tsv"), encoding="utf-8", newline="") as handle:
         bls = {row["occupation"]: float(row["bls_pct_female"]) for row in csv.DictReader(handle, delimiter="\t")}
     groups: dict[tuple, dict[str, str]] = defaultdict(dict)

@@ -87,6 +87,8 @@ def test_bad_data_and_finished_output_are_one_line(tiny_encoder_dir, winogender,
     status, err, _ = run_cli_main("bias", capsys, "--model", str(tiny_encoder_dir), "--data", str(tmp_path),
                                   "--output-dir", str(tmp_path / "probe"))
     assert status == 2 and len(err) == 1 and "all_sentences.tsv" in err[0] and not (tmp_path / "probe").exists(), err
+    status, err, _ = run_cli_main("bias", capsys, "--model", str(tiny_encoder_dir), "--output-dir", str(tmp_path / "probe"))
+    assert status == 2 and len(err) == 1 and "--data is required: WinoGender's data folder" in err[0], err
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "occupations-stats.tsv").write_text((winogender / "occupations-stats.tsv").read_text())
