@@ -28,8 +28,8 @@ from .config import early_value, shipped_config
 from .data.classification import GLUE_TASKS, ClassificationData, glue_task, load_classification_data
 from .errors import EttinError, cli_entry
 from .evaluation import classification_metrics
-from .recipe import (RecipeConfig, column_mapping, locate_model, model_kwargs, output_folder, parse_recipe,
-                     print_dry_run, save_with_tokenizer, prepare_run, write_results)
+from .recipe import (RecipeConfig, column_mapping, locate_model, model_kwargs, parse_recipe, prepare_run, print_dry_run,
+                     publish_from_main, publish_trained, train_and_save, write_results)
 from .tokenizer import set_post_processing
 
 
@@ -140,17 +140,20 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
         return classification_metrics(predictions_of(trainer, evaluation, data.regression), labels, extra, data.regression)
 
     majority = classification_metrics([data.majority_prediction()] * len(labels), labels, extra, data.regression)
-    with output_folder(args.output_dir):
-        before = evaluate()
-        trainer.train()
-        after = evaluate()
-        trained = trainer.accelerator.unwrap_model(trainer.model)
-        if config.lora:
-            save_with_tokenizer(trained, tokenizer, args.output_dir, name="adapter")
-            trained = trained.merge_and_unload()
-        save_with_tokenizer(trained, tokenizer, args.output_dir)
-        write_results(args.output_dir, config, args, before, after, trainer, extra={"majority": majority})
-    return trained
+
+    trained = {}
+
+    def save() -> None:
+        trained["model"] = trainer.accelerator.unwrap_model(trainer.model)
+        if not config.lora:
+            return publish_trained(trainer)
+        # An adapter cannot carry the label set, so DIR/final/ is the merged classifier and DIR/adapter/ the adapter.
+        publish_trained(trainer, "adapter")
+        trained["model"] = trained["model"].merge_and_unload()
+        publish_from_main(trained["model"], tokenizer, args.output_dir, "final")
+
+    train_and_save(trainer, config, args, evaluate, save=save, extra=lambda: {"majority": majority})
+    return trained["model"]
 
 
 def summarise(runs: dict[int, dict]) -> dict:

@@ -79,7 +79,7 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
         return model
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
                                          data_collator=utils.ColBERTCollator(model.tokenize))
-    train_and_save(model, trainer, config, args, lambda: evaluate(model, evaluators))
+    train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
     return model
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 
 from .config import parse_config
 from .errors import EttinError, cli_entry
+from .folders import CHECKPOINT
 from .registry import SHAPES, VARIANTS, resolve
 
 RECIPES = ("dense", "colbert", "sparse", "rerank", "classify", "sft", "bias")
@@ -44,7 +45,6 @@ PRIMARY_METRICS = {
     "sft": ("held_out_loss",),
     "bias": ("preference_neutral",),
 }
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 PLOTS = {"metric_vs_size.png": "the metric against model size, one line per architecture",
          "metric_vs_step.png": "the metric against the pretraining step, one line per model",
          "encoder_minus_decoder.png": "encoder minus decoder, per size (and checkpoint)"}

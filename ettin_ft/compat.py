@@ -42,6 +42,8 @@ def route_fused_loss_through_prediction_head(trainer) -> None:
 def seed_batch_sampler(trainer) -> None:
     """Let --seed choose the batches: the trainer builds a Dataset's batch sampler without the run's seed, and the
     sampler then reseeds its generator with its default of 0, so every seed trained on the same batches."""
+    if not hasattr(trainer, "get_batch_sampler"):  # transformers' and trl's trainers seed their samplers
+        return
     build = trainer.get_batch_sampler
 
     @functools.wraps(build)

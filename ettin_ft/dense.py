@@ -65,7 +65,7 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
         loss = losses.MatryoshkaLoss(model, loss, [int(d) for d in config.matryoshka_dims.split(",")])
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
                                          evaluator=SequentialEvaluator(list(evaluators.values())) if evaluators else None)
-    train_and_save(model, trainer, config, args, lambda: evaluate(model, evaluators))
+    train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
     return model
 
 

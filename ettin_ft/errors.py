@@ -16,17 +16,25 @@ class EttinError(Exception):
 
 
 def cli_entry(main: Callable[..., object]) -> Callable[..., object]:
-    """Run a CLI ``main``: an EttinError becomes ``error: <message>`` on stderr and exit status 2."""
+    """Run a CLI ``main``: an EttinError becomes ``error: <message>`` on stderr and exit status 2.
+
+    Under torchrun or accelerate launch every process checks the same inputs and fails alike, so only the
+    first process (RANK 0) prints the line.
+    """
+
+    def say(message: str) -> None:
+        if os.environ.get("RANK", "0") == "0":
+            print(message, file=sys.stderr)
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except EttinError as error:
-            print(f"error: {error}", file=sys.stderr)
+            say(f"error: {error}")
             raise SystemExit(2) from None
         except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
+            say("interrupted")
             raise SystemExit(130) from None
 
     return wrapper

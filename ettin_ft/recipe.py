@@ -22,7 +22,8 @@ from .config import dump_yaml, parse_config, plain, shipped_config, to_dict
 from .data.loading import check_texts, load_beir, load_data
 from .evaluation import NANOBEIR_EN
 from .errors import EttinError
-from .folders import atomic_folder
+from .folders import (STATE_FILE, atomic_folder, complete_checkpoints, publish, remove_unfinished, staging_folder,
+                      staging_path)
 from .models import LocatedModel, quiet_expected_load_reports
 from .models import locate_model as locate_checked
 from .runtime import choose_runtime
@@ -80,17 +81,20 @@ def parse_recipe(config_class, arguments_class, defaults: dict[str, Any], argv, 
     import torch
 
     # bf16/fp16 stay off unless asked for (trl would switch bf16 on by itself); --precision decides the rest.
-    # Without a GPU the trainers need use_cpu for --bf16 to work at all.
+    # Without a GPU the trainers need use_cpu for --bf16 to work at all. Every recipe's model uses all its
+    # trainable weights, so DDP need not search for unused ones after every backward pass.
     return parse_config(config_class, arguments_class, argv=argv, prog=prog, description=description,
-                        defaults={"bf16": False, "fp16": False, "use_cpu": not torch.cuda.is_available(), **defaults})
+                        defaults={"bf16": False, "fp16": False, "use_cpu": not torch.cuda.is_available(),
+                                  "ddp_find_unused_parameters": False, **defaults})
 
 
 def prepare_run(config: RecipeConfig, args, runtime=None):
-    """Settle device and precision in one place for the command line and for Python: (args, runtime).
+    """Settle device, precision and the run folder in one place for the command line and for Python:
+    (args, runtime).
 
     The model (``runtime``) and the trainer (the returned copy of ``args``) share one device and precision:
     --precision, or the trainer's own --bf16/--fp16 (they must agree), on the trainer's device (--use-cpu)
-    unless ``runtime`` is given.
+    unless ``runtime`` is given. ``args.resume_from_checkpoint`` becomes the checkpoint to resume, if any.
     """
     quiet_expected_load_reports()
     if runtime is None:
@@ -98,7 +102,8 @@ def prepare_run(config: RecipeConfig, args, runtime=None):
         if asked and config.precision not in ("auto", asked):
             raise EttinError(f"--precision {config.precision} and --{asked} disagree; give one of them")
         runtime = choose_runtime("cpu" if args.use_cpu else None, asked or config.precision, config.attn_implementation)
-    args = dataclasses.replace(args, bf16=runtime.bf16, fp16=runtime.fp16, use_cpu=runtime.device.type == "cpu")
+    args = dataclasses.replace(args, bf16=runtime.bf16, fp16=runtime.fp16, use_cpu=runtime.device.type == "cpu",
+                               resume_from_checkpoint=check_run_folder(args))
     return args, runtime
 
 
@@ -163,11 +168,13 @@ def evaluators_for(kind: str, config: RetrievalConfig) -> dict:
 
 
 def evaluate(model, evaluators: dict) -> dict[str, float]:
-    """Run the recipe's evaluators: the shared BEIR metrics (NanoBEIR's prefixed "nanobeir_"), and each
-    held-out evaluator's main score."""
+    """Run the recipe's evaluators on the main process (the others get {}): the shared BEIR metrics (NanoBEIR's
+    prefixed "nanobeir_"), and each held-out evaluator's main score."""
     from .evaluation import shared_metrics
 
     results = {}
+    if not is_main_process():
+        return results
     for name, evaluator in evaluators.items():
         raw = evaluator(model)
         if name == "beir":
@@ -184,41 +191,96 @@ def beir_split(config: RetrievalConfig):
     return load_beir(config.eval_beir, config.eval_beir_split) if config.eval_beir else None
 
 
-@contextlib.contextmanager
-def output_folder(output_dir: str):
-    """Refuse to overwrite a finished run; remove the folder again if this run created it and failed."""
+def is_main_process() -> bool:
+    """True in the one process that writes (the only one without torchrun/accelerate launch)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+def check_run_folder(args) -> str | None:
+    """Refuse a folder that holds a finished run, or an unfinished one without --resume-from-checkpoint; return
+    the checkpoint to resume (``latest``: the newest complete checkpoint-N in the folder), or None."""
+    output_dir, wanted = args.output_dir, args.resume_from_checkpoint
     if os.path.isdir(os.path.join(output_dir, "final")):
         raise EttinError(f"output folder {output_dir} already holds a finished run; choose another --output-dir")
+    found = complete_checkpoints(output_dir)
+    if not wanted:
+        if found:
+            raise EttinError(f"output folder {output_dir} holds an unfinished run ({os.path.basename(found[-1][1])}); "
+                             "pass --resume-from-checkpoint latest to continue it, or choose another --output-dir")
+        return None
+    if wanted == "latest":
+        if not found:
+            raise EttinError(f"--resume-from-checkpoint latest: {output_dir} holds no complete checkpoint-N folder; "
+                             "start without the flag")
+        return found[-1][1]
+    if not os.path.isfile(os.path.join(wanted, STATE_FILE)):
+        raise EttinError(f"--resume-from-checkpoint {wanted}: not a complete checkpoint (no {STATE_FILE}); "
+                         "expected a DIR/checkpoint-N folder or 'latest'")
+    return wanted
+
+
+@contextlib.contextmanager
+def output_folder(output_dir: str):
+    """Tidy the run folder when the run fails or is interrupted (Ctrl-C included).
+
+    The main process removes staging folders and incomplete checkpoints, keeps every complete checkpoint-N for
+    --resume-from-checkpoint, and removes the folder itself only if this run created it and nothing complete
+    is in it. (A process killed outright cannot tidy up; the next run into the folder does.)
+    """
     # The trainers create the (empty) folder when they are built, before this runs.
     created = not os.path.exists(output_dir) or not os.listdir(output_dir)
+    if is_main_process():
+        remove_unfinished(output_dir)
     try:
         yield
     except BaseException:
-        if created:
-            shutil.rmtree(output_dir, ignore_errors=True)
+        if is_main_process():
+            remove_unfinished(output_dir)
+            if created and not complete_checkpoints(output_dir) and not os.path.isdir(os.path.join(output_dir, "final")):
+                shutil.rmtree(output_dir, ignore_errors=True)
         raise
 
 
-def save_final(model, output_dir: str, name: str = "final", save=None) -> str:
-    """Save to DIR/<name> through a staging folder, so no half-written model is ever left behind.
+def publish_trained(trainer, name: str = "final") -> str:
+    """DIR/<name> through a staging folder with the trainer's own saving, which gathers sharded weights
+    (FSDP, DeepSpeed) from every process and writes from the main process; every process calls it."""
+    path = os.path.join(trainer.args.output_dir, name)
+    staging = staging_folder(path) if is_main_process() else None
+    wait_for_everyone()
+    trainer.save_model(staging_path(path))
+    wait_for_everyone()
+    if staging is not None:
+        publish(staging, path)
+    wait_for_everyone()
+    return path
 
-    ``save(folder)`` defaults to the library's own save_pretrained (model card included).
-    """
-    final = os.path.join(output_dir, name)
-    with atomic_folder(final) as staging:
-        (save or model.save_pretrained)(staging)
-    return final
 
-
-def save_with_tokenizer(model, tokenizer, output_dir: str, name: str = "final") -> str:
-    """DIR/<name> with the model and its tokenizer (pipelines and trainers load both from one folder)."""
-    return save_final(model, output_dir, name, save=lambda folder: (model.save_pretrained(folder),
-                                                                      tokenizer.save_pretrained(folder)))
+def publish_from_main(model, tokenizer, output_dir: str, name: str) -> str:
+    """DIR/<name> holding ``model`` and ``tokenizer``, written by the main process alone through a staging folder
+    (for what the trainer does not save, e.g. a LoRA model merged after training)."""
+    path = os.path.join(output_dir, name)
+    if is_main_process():
+        with atomic_folder(path) as staging:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+    wait_for_everyone()
+    return path
 
 
 def write_results(output_dir: str, config, training_args, before: dict, after: dict, trainer=None,
                   extra: dict | None = None) -> None:
-    """config.yaml, metrics.json (plus ``extra`` entries) and (with ``trainer``) the log as log_history.jsonl."""
+    """config.yaml, metrics.json (plus ``extra`` entries) and (with ``trainer``) the log as log_history.jsonl,
+    written by the main process."""
+    if not is_main_process():
+        return
     os.makedirs(output_dir, exist_ok=True)
     if trainer is not None:
         with open(os.path.join(output_dir, "log_history.jsonl"), "w", encoding="utf-8") as handle:
@@ -231,17 +293,25 @@ def write_results(output_dir: str, config, training_args, before: dict, after: d
         json.dump({"before": before, "after": after, **(extra or {})}, handle, indent=2, ensure_ascii=False)
 
 
-def train_and_save(model, trainer, config, args, evaluate) -> None:
-    """Evaluate, train, evaluate again, then write DIR/final, config.yaml, metrics.json and the log."""
+def train_and_save(trainer, config, args, evaluate, save=None, extra=None) -> None:
+    """Evaluate, train (from --resume-from-checkpoint), evaluate again, then write DIR/final, config.yaml,
+    metrics.json and the log. Right under several processes: every process trains, ``evaluate`` runs where
+    it must (gathered, or on the main process alone), and only the main process writes.
+
+    ``save()`` publishes the model (default: the trainer's model as DIR/final); ``extra()`` adds entries to
+    metrics.json.
+    """
     from .compat import seed_batch_sampler
 
-    seed_batch_sampler(trainer)  # sentence-transformers' trainers (every recipe that calls this)
+    seed_batch_sampler(trainer)
     with output_folder(args.output_dir):
         before = evaluate()
-        trainer.train()
+        wait_for_everyone()
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
         after = evaluate()
-        save_final(model, args.output_dir)
-        write_results(args.output_dir, config, args, before, after, trainer)
+        (save or (lambda: publish_trained(trainer)))()
+        write_results(args.output_dir, config, args, before, after, trainer, extra=extra() if extra else None)
+        wait_for_everyone()
 
 
 def print_dry_run(config, training_args, model, train_dataset) -> None:

@@ -102,7 +102,7 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
 
     loss = losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
-    train_and_save(model, trainer, config, args, lambda: evaluate(model, evaluators))
+    train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
     return model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +51,8 @@ def choose_runtime(
     when ``cpu_bf16`` and the CPU has native bf16); flash_attention_2 when installed on CUDA, else sdpa.
     """
     chosen_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if chosen_device.type == "cuda" and chosen_device.index is None and "LOCAL_RANK" in os.environ:
+        chosen_device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per process
     if precision in (None, "auto"):
         if chosen_device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32

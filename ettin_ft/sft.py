@@ -28,8 +28,9 @@ from .errors import EttinError, cli_entry
 from .models import lora_target_modules
 from .generate import generate
 from .tokenizer import add_chat_support
-from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, output_folder, parse_recipe,
-                     print_dry_run, save_with_tokenizer, prepare_run, release_settings, split_held_out, write_results)
+from .recipe import (RecipeConfig, is_main_process, load_training_data, locate_model, model_kwargs, parse_recipe,
+                     prepare_run, print_dry_run, publish_from_main, publish_trained, release_settings, split_held_out,
+                     train_and_save)
 
 DEFAULTS, RELEASE_DATA = release_settings("sft")
 LORA_DEFAULTS = shipped_config("lora")
@@ -129,7 +130,8 @@ def evaluate_sft(trainer, held_out, fmt: str, config: SftRecipeConfig) -> tuple[
     if "eval_mean_token_accuracy" in metrics:
         results["held_out_token_accuracy"] = metrics["eval_mean_token_accuracy"]
     model = trainer.accelerator.unwrap_model(trainer.model)
-    samples = answer_samples(model, trainer.processing_class, held_out, fmt, config)
+    # Generation is not sharded: the main process answers (the others' samples would be copies).
+    samples = answer_samples(model, trainer.processing_class, held_out, fmt, config) if is_main_process() else []
     if samples:
         results["held_out_exact_match"] = sum(s["answer"].strip() == s["reference"].strip() for s in samples) / len(samples)
     return results, samples
@@ -175,23 +177,33 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-    with output_folder(args.output_dir):
-        trainer = build_trainer(config, args, model, tokenizer, train, held_out, fmt,
-                                peft_config=lora_config(config, located) if config.lora else None)
-        before, samples_before = evaluate_sft(trainer, held_out, fmt, config)
-        trainer.train()
-        after, samples_after = evaluate_sft(trainer, held_out, fmt, config)
-        trained = trainer.accelerator.unwrap_model(trainer.model)
-        trained.config.use_cache = True  # off for packed training only
-        save_with_tokenizer(trained, tokenizer, args.output_dir)
+    trainer = build_trainer(config, args, model, tokenizer, train, held_out, fmt,
+                            peft_config=lora_config(config, located) if config.lora else None)
+    samples = []
+
+    def evaluate() -> dict:
+        metrics, answers = evaluate_sft(trainer, held_out, fmt, config)
+        samples.append(answers)
+        return metrics
+
+    trained = {}
+
+    def save() -> None:
+        trained["model"] = trainer.accelerator.unwrap_model(trainer.model)
+        trained["model"].config.use_cache = True  # off for packed training only
+        publish_trained(trainer)  # the adapter with --lora
         if config.merge:
-            trained = trained.merge_and_unload()
-            trained.config.use_cache = True
-            save_with_tokenizer(trained, tokenizer, args.output_dir, name="merged")
-        samples = [{"prompt": b["prompt"], "reference": b["reference"], "answer_before": b["answer"],
-                    "answer_after": a["answer"]} for b, a in zip(samples_before, samples_after)]
-        write_results(args.output_dir, config, args, before, after, trainer, extra={"samples": samples[:5]})
-    return trained
+            trained["model"] = trained["model"].merge_and_unload()
+            trained["model"].config.use_cache = True
+            publish_from_main(trained["model"], tokenizer, args.output_dir, "merged")
+
+    def extra() -> dict:
+        before, after = samples
+        return {"samples": [{"prompt": b["prompt"], "reference": b["reference"], "answer_before": b["answer"],
+                             "answer_after": a["answer"]} for b, a in zip(before, after)][:5]}
+
+    train_and_save(trainer, config, args, evaluate, save=save, extra=extra)
+    return trained["model"]
 
 
 @cli_entry

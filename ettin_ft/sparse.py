@@ -50,7 +50,7 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
                              query_regularizer_weight=config.query_regularizer_weight,
                              document_regularizer_weight=config.document_regularizer_weight)
     trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
-    train_and_save(model, trainer, config, args, lambda: evaluate(model, evaluators))
+    train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
     return model
 
 

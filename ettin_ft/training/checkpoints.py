@@ -5,26 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 
 from ..errors import EttinError
-from ..folders import publish, staging_folder
-
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-STATE_FILE = "trainer_state.json"
-
-
-def complete_checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """(step, path) of every complete checkpoint, oldest first; staging folders are never complete."""
-    found = []
-    if os.path.isdir(output_dir):
-        for name in os.listdir(output_dir):
-            match = CHECKPOINT.match(name)
-            path = os.path.join(output_dir, name)
-            if match and os.path.isfile(os.path.join(path, STATE_FILE)):
-                found.append((int(match.group(1)), path))
-    return sorted(found)
+from ..folders import STATE_FILE, complete_checkpoints, publish, staging_folder
 
 
 def save_checkpoint(accelerator, module, tokenizer, output_dir: str, name: str, state: dict | None) -> str:
