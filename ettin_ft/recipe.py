@@ -293,6 +293,18 @@ def write_results(output_dir: str, config, training_args, before: dict, after: d
         json.dump({"before": before, "after": after, **(extra or {})}, handle, indent=2, ensure_ascii=False)
 
 
+def skip_last_checkpoint(trainer) -> None:
+    """Save no checkpoint at the last step (the trainers do when checkpoints are on): DIR/final is saved then."""
+    from transformers import TrainerCallback
+
+    class SkipLastCheckpoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+
+    trainer.add_callback(SkipLastCheckpoint())
+
+
 def train_and_save(trainer, config, args, evaluate, save=None, extra=None) -> None:
     """Evaluate, train (from --resume-from-checkpoint), evaluate again, then write DIR/final, config.yaml,
     metrics.json and the log. Right under several processes: every process trains, ``evaluate`` runs where
@@ -304,6 +316,7 @@ def train_and_save(trainer, config, args, evaluate, save=None, extra=None) -> No
     from .compat import seed_batch_sampler
 
     seed_batch_sampler(trainer)
+    skip_last_checkpoint(trainer)
     with output_folder(args.output_dir):
         before = evaluate()
         wait_for_everyone()

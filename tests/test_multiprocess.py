@@ -1,0 +1,116 @@
+"""Runs that outgrow one process: recipes under torchrun (two CPU processes over gloo, the same rank and saving
+code as GPUs), and fine-tuning that resumes after a failure."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+
+def torchrun(module: str, *args: str, port: int):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), "-m", f"ettin_ft.{module}", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def log_steps(folder: Path) -> list[dict]:
+    return [r for r in map(json.loads, (folder / "log_history.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def only_one_run(folder: Path) -> None:
+    """One final/ and one metrics.json, nothing half-written beside them."""
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["config.yaml", "final", "log_history.jsonl", "metrics.json"], names
+    assert json.loads((folder / "metrics.json").read_text()).keys() >= {"before", "after"}
+
+
+@pytest.mark.slow
+def test_two_processes_classify(tiny_encoder_dir, world_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "classify"
+    # 480 training rows, 16 per process: one epoch is 480 / (2 × 16) = 15 steps only if both processes train.
+    result = torchrun("classify", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "topics_train.jsonl"),
+                      "--eval-data", str(world_dir / "topics_test.jsonl"), "--per-device-train-batch-size", "16",
+                      "--num-train-epochs", "1", "--logging-steps", "1", "--output-dir", str(out), port=29531)
+    assert result.returncode == 0, result.stderr[-3000:]
+    only_one_run(out)
+    assert log_steps(out)[-1]["step"] == 15
+    model = AutoModelForSequenceClassification.from_pretrained(out / "final")
+    assert len(model.config.id2label) == 5
+
+
+
+@pytest.mark.slow
+def test_two_processes_dense(tiny_encoder_dir, world_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "dense"
+    # 160 rows less 10 held out, 8 per process: one epoch is 150 // (2 × 8) = 9 steps only if both processes train.
+    result = torchrun("dense", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "retrieval_train.jsonl"),
+                      "--held-out", "10", "--per-device-train-batch-size", "8", "--num-train-epochs", "1",
+                      "--logging-steps", "1", "--output-dir", str(out), port=29532)
+    assert result.returncode == 0, result.stderr[-3000:]
+    only_one_run(out)
+    assert log_steps(out)[-1]["step"] == 9
+    assert SentenceTransformer(str(out / "final")).encode(["a question"]).shape == (1, 64)
+
+
+@pytest.mark.slow
+def test_two_processes_sft_with_lora(tiny_decoder_dir, world_dir, tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    out = tmp_path / "lora"
+    # 320 conversations less 20 held out, unpacked, 10 per process: one epoch is 300 / (2 × 10) = 15 steps.
+    result = torchrun("sft", "--model", str(tiny_decoder_dir), "--data", str(world_dir / "sft_train.jsonl"), "--lora",
+                      "--packing", "false", "--held-out", "20", "--per-device-train-batch-size", "10",
+                      "--gradient-accumulation-steps", "1",
+                      "--num-train-epochs", "1", "--eval-generations", "2", "--max-new-tokens", "4",
+                      "--logging-steps", "1", "--output-dir", str(out), port=29533)
+    assert result.returncode == 0, result.stderr[-3000:]
+    only_one_run(out)
+    assert log_steps(out)[-1]["step"] == 15
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["after"]["held_out_loss"] < metrics["before"]["held_out_loss"]
+    assert AutoPeftModelForCausalLM.from_pretrained(out / "final").peft_config["default"].r == 32
+
+
+def test_a_failed_fine_tuning_run_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_losses(
+        tiny_encoder_dir, world_dir, tmp_path, monkeypatch, capsys):
+    from transformers import Trainer
+
+    from ettin_ft import dense
+
+    def run(output_dir: Path, *extra: str) -> None:
+        dense.main(["--model", str(tiny_encoder_dir), "--data", str(world_dir / "retrieval_train.jsonl"),
+                    "--held-out", "10", "--per-device-train-batch-size", "16", "--max-steps", "8", "--save-steps", "3",
+                    "--save-total-limit", "3",
+                    "--logging-steps", "1", "--learning-rate", "1e-3", "--output-dir", str(output_dir), *extra])
+
+    run(tmp_path / "full")
+    save_checkpoint = Trainer._save_checkpoint
+
+    def save_then_fail(trainer, *args, **kwargs):
+        save_checkpoint(trainer, *args, **kwargs)
+        if trainer.state.global_step == 6:
+            raise RuntimeError("the machine went away")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_fail)
+    cut = tmp_path / "cut"
+    with pytest.raises(RuntimeError, match="went away"):
+        run(cut)
+    assert sorted(p.name for p in cut.iterdir()) == ["checkpoint-3", "checkpoint-6"]
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save_checkpoint)
+    with pytest.raises(SystemExit):  # a rerun without the flag would start over over another run's checkpoints
+        run(cut)
+    capsys.readouterr()
+    run(cut, "--resume-from-checkpoint", "latest")
+    assert capsys.readouterr().out.count("{'loss'") == 2  # steps 7 and 8 trained; 1-6 come from checkpoint-6
+    full, resumed = log_steps(tmp_path / "full"), log_steps(cut)
+    assert [r["step"] for r in resumed] == list(range(1, 9))
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in full], rel=1e-5)
+    assert (cut / "final").is_dir() and (cut / "metrics.json").is_file()
