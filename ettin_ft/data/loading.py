@@ -5,6 +5,7 @@ Every failure is an EttinError naming the file (or dataset), what was found and 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -20,7 +21,12 @@ LOCAL_FORMATS = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 
 
 def _read_jsonl(path: str) -> list[dict]:
-    rows = []
+    """The rows of a small .jsonl file (BEIR corpora and queries) as dicts."""
+    return [row for _, row in _jsonl_rows(path)]
+
+
+def _jsonl_rows(path: str):
+    """(line number, row) of every non-empty line, one line in memory at a time; a bad line is one error."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -31,8 +37,7 @@ def _read_jsonl(path: str) -> list[dict]:
                 raise EttinError(f"{path} line {number}: malformed JSON ({error.msg}); expected one JSON object per line") from None
             if not isinstance(row, dict):
                 raise EttinError(f"{path} line {number}: expected a JSON object, found {type(row).__name__}")
-            rows.append(row)
-    return rows
+            yield number, row
 
 
 def _read_json(path: str) -> list[dict]:
@@ -48,28 +53,85 @@ def _read_json(path: str) -> list[dict]:
     return content
 
 
-def _read_file(path: str, text_column: str) -> datasets.Dataset:
-    extension = os.path.splitext(path)[1].lower()
+# Line- and column-based files load through datasets' own builders into Arrow files that are memory-mapped,
+# so a corpus larger than memory costs none; a whole-document .json is read as one object.
+BUILDERS = {".jsonl": "json", ".txt": "text", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _diagnose(path: str, extension: str, error: Exception) -> EttinError:
+    """The one-line error for a file a builder could not read: its first bad line where that can be found."""
     try:
         if extension == ".jsonl":
-            return datasets.Dataset.from_list(_read_jsonl(path))
-        if extension == ".json":
-            return datasets.Dataset.from_list(_read_json(path))
-        if extension == ".txt":
+            for _ in _jsonl_rows(path):
+                pass
+        elif extension in (".txt", ".csv"):
             with open(path, encoding="utf-8") as handle:
-                return datasets.Dataset.from_dict({text_column: [line.rstrip("\n") for line in handle if line.strip()]})
-        if extension == ".csv":
-            with open(path, encoding="utf-8", newline="") as handle:
-                return datasets.Dataset.from_list(list(csv.DictReader(handle)))
-        if extension == ".parquet":
-            return datasets.Dataset.from_parquet(path)
-    except EttinError:
-        raise
+                for _ in handle:
+                    pass
+    except EttinError as located:
+        return located
+    except UnicodeDecodeError:
+        return EttinError(f"{path}: not UTF-8 text")
+    cause = error.__cause__ or error.__context__ or error
+    return EttinError(f"{path}: cannot read it as {extension[1:]} ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})")
+
+
+LARGE_FILES = 64 * 2**20  # bytes of data whose reading shows progress bars
+
+
+@contextlib.contextmanager
+def progress_bars(shown: bool):
+    """datasets' progress bars on (for large files) or off (a small file's would bury its one-line errors)."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+    before = is_progress_bar_enabled()
+    (enable_progress_bar if shown else disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (enable_progress_bar if before else disable_progress_bar)()
+
+
+def _csv_options(path: str) -> dict:
+    """Every CSV field as the text written (labels too, which classification reads as names); a missing field is null."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), [])
     except UnicodeDecodeError:
         raise EttinError(f"{path}: not UTF-8 text") from None
-    except Exception as error:  # pyarrow and csv raise many types for unreadable files
-        raise EttinError(f"{path}: cannot read it as {extension[1:]} ({type(error).__name__}: {error})") from None
-    raise EttinError(f"{path}: unsupported file type {extension!r}; expected one of {', '.join(LOCAL_FORMATS)}")
+    return {"features": datasets.Features({name: datasets.Value("string") for name in header}),
+            "keep_default_na": False, "na_values": []}
+
+
+def _read_files(paths: list[str], text_column: str) -> datasets.Dataset:
+    """The rows of ``paths`` (files of one type), in order; .txt files give one row per non-empty line."""
+    extension = os.path.splitext(paths[0])[1].lower()
+    if extension == ".json":
+        return datasets.concatenate_datasets([datasets.Dataset.from_list(_read_json(p)) for p in paths])
+    if extension not in BUILDERS:
+        raise EttinError(f"{paths[0]}: unsupported file type {extension!r}; expected one of {', '.join(LOCAL_FORMATS)}")
+    paths = [p for p in paths if os.path.getsize(p) > 0]
+    if not paths:
+        return datasets.Dataset.from_dict({})
+    options = _csv_options(paths[0]) if extension == ".csv" else {}
+    if extension == ".jsonl":
+        for path in paths:  # the builder would read a file of JSON lists as rows of a "text" column
+            next(_jsonl_rows(path), None)
+    with progress_bars(sum(os.path.getsize(p) for p in paths) > LARGE_FILES):
+        try:
+            dataset = datasets.load_dataset(BUILDERS[extension], data_files=paths, split="train", **options)
+        except Exception as error:  # the builders raise many types for unreadable files
+            for path in paths:
+                located = _diagnose(path, extension, error)
+                if "cannot read" not in str(located) or len(paths) == 1:
+                    raise located from None
+            raise _diagnose(paths[0], extension, error) from None
+        if extension == ".txt":
+            dataset = dataset.filter(lambda batch: [bool(line.strip()) for line in batch["text"]], batched=True,
+                                     desc="dropping blank lines")
+        if text_column != "text":
+            dataset = dataset.rename_column("text", text_column)
+    return dataset
 
 
 def _files_in(folder: str) -> list[str]:
@@ -129,11 +191,9 @@ def load_data(
     if os.path.isdir(spec):
         if is_beir_folder(spec):
             raise EttinError(f"{spec} is a BEIR folder (corpus/queries/qrels); pass it as an evaluation set, not as training data")
-        parts = [_read_file(p, text_column) for p in _files_in(spec)]
-        dataset = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-        where = spec
+        dataset, where = _read_files(_files_in(spec), text_column), spec
     elif os.path.isfile(spec):
-        dataset, where = _read_file(spec, text_column), spec
+        dataset, where = _read_files([spec], text_column), spec
     elif spec.lower().endswith(LOCAL_FORMATS) or spec.startswith((".", "/", "~")):
         raise EttinError(f"data file {spec} does not exist")
     elif spec.count("/") == 1:
@@ -170,12 +230,27 @@ def validate(dataset, columns: Sequence[str], where: str, limit: int | None = No
 
 
 def check_texts(dataset, columns: Sequence[str], where: str) -> None:
-    """Every value of ``columns`` is non-empty text; otherwise one error naming the row and the column."""
-    for column in columns:
-        for row_number, value in enumerate(dataset[column], 1):
-            if not isinstance(value, str) or not value.strip():
-                found = "null" if value is None else "empty" if isinstance(value, str) else type(value).__name__
-                raise EttinError(f"{where} row {row_number}: column {column!r} is {found}; expected non-empty text")
+    """Every value of ``columns`` is non-empty text; otherwise one error naming the row and the column.
+
+    Checked on Arrow batches, so a large dataset is never materialised as Python objects.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    offset = 0
+    for table in dataset.select_columns(list(columns)).with_format("arrow").iter(batch_size=65_536):
+        for column in columns:
+            values = table[column]
+            if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or pa.types.is_null(values.type)):
+                raise EttinError(f"{where} row {offset + 1}: column {column!r} is {values.type}; expected non-empty text")
+            nulls = pc.is_null(values)
+            bad = nulls if pa.types.is_null(values.type) else pc.or_kleene(
+                nulls, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
+            if pc.any(bad).as_py():
+                first = pc.index(bad, True).as_py()
+                found = "null" if nulls[first].as_py() else "empty"
+                raise EttinError(f"{where} row {offset + first + 1}: column {column!r} is {found}; expected non-empty text")
+        offset += table.num_rows
 
 
 SPLIT_NAMES = {"train": ("train",), "eval": ("validation", "validation_matched", "dev", "test")}
@@ -194,7 +269,8 @@ def named_splits(folder: str) -> tuple[str, str | None] | None:
 def validate_chats(dataset, where: str, column: str = "messages") -> None:
     """Check every conversation: a list of {role, content}, an optional system message first, then user and
     assistant turns alternating from the user, with at least one assistant turn."""
-    for row_number, messages in enumerate(dataset[column], 1):
+    rows = (messages for batch in dataset.select_columns([column]).iter(batch_size=1024) for messages in batch[column])
+    for row_number, messages in enumerate(rows, 1):
         if not isinstance(messages, list) or not messages:
             raise EttinError(f"{where} row {row_number}: {column} must be a non-empty list of {{role, content}} messages")
         expected = "user"
