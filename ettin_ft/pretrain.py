@@ -63,7 +63,7 @@ class PretrainConfig:
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs and bf16 CPUs), bf16, fp16 or fp32"})
     attn_implementation: str = field(default="auto", metadata={"help": "auto, flash_attention_2, sdpa or eager"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
-    num_workers: int = field(default=1, metadata={"help": "data loader workers tokenizing and packing in the background"})
+    num_workers: int = field(default=1, metadata={"help": "data loader workers packing and masking rows in the background (local data; a streamed hub dataset is read by the training process)"})
     text_column: str = "text"
     data_config: str | None = field(default=None, metadata={"help": "hub dataset configuration"})
     data_split: str = "train"

@@ -106,21 +106,27 @@ def test_packed_batch_matches_each_document_alone(arch, encoder_tokenizer, decod
         assert targets == (example["labels"] != -100).sum() and torch.isfinite(loss_sum)
 
 
+def tokenized(world, tokenizer):
+    import datasets
+
+    texts = world.pretraining_texts()
+    return datasets.Dataset.from_dict({"input_ids": tokenizer(texts, add_special_tokens=False)["input_ids"]})
+
+
 def test_several_loader_workers_yield_the_batches_of_one(world, encoder_tokenizer):
     """Each worker makes its share of the micro-batches; the loader's batches equal one worker's, in order."""
     import itertools
 
-    import datasets
     from torch.utils.data import DataLoader
 
     from ettin_ft.pretrain import PretrainConfig
     from ettin_ft.training.data import PackedRows
 
-    documents = datasets.Dataset.from_dict({"text": world.pretraining_texts()})
+    tokens = tokenized(world, encoder_tokenizer)
     config = PretrainConfig(arch="encoder", seq_len=64)
 
     def batches(workers: int) -> list[dict]:
-        rows = PackedRows(documents, encoder_tokenizer, config, rows_per_step=8, rank=0, world_size=1,
+        rows = PackedRows(tokens, config, SpecialIds.of(encoder_tokenizer), rows_per_step=8, rank=0, world_size=1,
                           start_row=8, batch_size=4)
         return list(itertools.islice(DataLoader(rows, batch_size=4, num_workers=workers), 6))
 
@@ -135,7 +141,6 @@ def test_two_accumulated_micro_batches_make_the_step_of_one_batch(arch, world, e
     """train_step: 2 micro-batches of b rows give the loss and the weights of one step on the 2b rows."""
     import itertools
 
-    import datasets
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
@@ -146,8 +151,8 @@ def test_two_accumulated_micro_batches_make_the_step_of_one_batch(arch, world, e
 
     tokenizer = encoder_tokenizer if arch == "encoder" else decoder_tokenizer
     config = PretrainConfig(arch=arch, seq_len=64, lr=1e-2, weight_decay=0.0)
-    documents = datasets.Dataset.from_dict({"text": world.pretraining_texts()})
-    rows = list(itertools.islice(PackedRows(documents, tokenizer, config, rows_per_step=8, rank=0, world_size=1), 8))
+    rows = list(itertools.islice(PackedRows(tokenized(world, tokenizer), config, SpecialIds.of(tokenizer),
+                                            rows_per_step=8, rank=0, world_size=1), 8))
     whole = next(iter(DataLoader(rows, batch_size=8)))
     halves = list(DataLoader(rows, batch_size=4))
     accelerator = Accelerator(cpu=True)
@@ -166,3 +171,51 @@ def test_two_accumulated_micro_batches_make_the_step_of_one_batch(arch, world, e
     for name, value in weights_whole.items():
         torch.testing.assert_close(weights_halves[name], value, atol=1e-5, rtol=1e-4)  # steps are ~1e-2
     assert sum(not torch.equal(initial[name], value) for name, value in weights_whole.items()) > 10  # the step moved them
+
+
+def test_planned_rows_are_the_packing_of_each_epochs_shuffled_documents(world, encoder_tokenizer):
+    """PackedRows plans rows from lengths and reads only the tokens it needs; its rows must be those of packing
+    the documents themselves, epoch after epoch in each epoch's order, across the epoch boundaries."""
+    import itertools
+
+    import numpy as np
+
+    from ettin_ft.pretrain import PretrainConfig
+    from ettin_ft.training.data import PackedRows
+
+    tokens = tokenized(world, encoder_tokenizer)
+    bodies = list(tokens["input_ids"])
+    config = PretrainConfig(arch="encoder", seq_len=64, seed=7)
+    ids = SpecialIds.of(encoder_tokenizer)
+    epochs = (np.random.default_rng(config.seed + epoch).permutation(len(bodies)) for epoch in itertools.count())
+    expected = pack_documents((bodies[i] for order in epochs for i in order), 64, ids, close_with_sep=True)
+    rows = PackedRows(tokens, config, ids, rows_per_step=1, rank=0, world_size=1)
+    count = 3 * sum(map(len, bodies)) // 64  # about three epochs
+    for (input_ids, doc_ids), row in zip(itertools.islice(expected, count), itertools.islice(iter(rows), count)):
+        assert row["doc_ids"].tolist() == doc_ids
+        assert ((row["input_ids"] == torch.tensor(input_ids)) | (row["labels"] != -100)).all()  # masked where not equal
+
+
+def test_a_resumed_stream_repeats_the_uninterrupted_batches(world, encoder_tokenizer):
+    """Streamed (hub) data: started again after k micro-batches, the rows repeat the uninterrupted run's, masks
+    included, epoch after epoch."""
+    import itertools
+
+    import datasets
+    from torch.utils.data import DataLoader
+
+    from ettin_ft.pretrain import PretrainConfig
+    from ettin_ft.training.data import StreamedRows
+
+    stream = datasets.Dataset.from_dict({"text": world.pretraining_texts()[:30]}).to_iterable_dataset()
+    config = PretrainConfig(arch="encoder", seq_len=64)
+
+    def batches(start_batch: int, count: int) -> list[dict]:
+        rows = StreamedRows(stream, encoder_tokenizer, config, SpecialIds.of(encoder_tokenizer), rank=0, world_size=1,
+                            start_batch=start_batch, batch_size=4)
+        return list(itertools.islice(DataLoader(rows, batch_size=4), count))
+
+    whole, resumed = batches(0, 30), batches(20, 10)  # 30 short documents make ~6 batches an epoch
+    for a, b in zip(whole[20:], resumed, strict=True):
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+    assert not torch.equal(whole[0]["input_ids"], whole[1]["input_ids"])

@@ -167,21 +167,78 @@ def test_a_run_killed_again_and_again_resumes_to_the_uninterrupted_losses(arch, 
     assert not [p for p in cut.iterdir() if p.name.startswith(".staging")]
 
 
+COUNT_TOKENIZED = """
+import os
+from transformers import PreTrainedTokenizerFast
+
+call = PreTrainedTokenizerFast.__call__
+
+
+def counted(self, text, *args, **kwargs):
+    with open(os.environ["TOKENIZED_LOG"], "a", encoding="utf-8") as log:
+        log.writelines(t.replace("\\n", " ") + "\\n" for t in ([text] if isinstance(text, str) else text))
+    return call(self, text, *args, **kwargs)
+
+
+PreTrainedTokenizerFast.__call__ = counted
+"""
+
+
+def kill_processes_naming(text: str) -> None:
+    """SIGKILL every process whose command line holds ``text``: torchrun's workers run in sessions of their own,
+    so killing torchrun alone would leave them training."""
+    import os
+
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if text.encode() in handle.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+
+
+def start_torchrun(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             "29517", "-m", "ettin_ft.pretrain", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.slow
-def test_two_processes_match_one(world_dir, tmp_path):
+def test_two_processes_match_one_and_resume_without_tokenizing_again(world_dir, tmp_path):
+    """Two processes with two loader workers each train on the rows of one process (the same losses), tokenise
+    every training document exactly once between them (counted in the tokenizer itself), and after a kill resume
+    to the same losses without tokenising anything again."""
+    import os
+    from collections import Counter
+
     # fp32: under bf16 autocast (the default on CPUs with native bf16) sums split over processes differ at 1e-5.
     args = ["--arch", "encoder", "--max-steps", "8", "--save-every", "4", "--eval-every", "0", "--precision", "fp32"]
     single = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "one", *args))
     assert single.returncode == 0, single.stderr[-3000:]
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "ettin_ft.pretrain", *small_run(world_dir / "pretrain.txt", tmp_path / "two", *args, "--batch-size", "4")],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
-    for a, b in zip(losses(tmp_path / "one"), losses(tmp_path / "two"), strict=True):
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(COUNT_TOKENIZED)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "hook"), "TOKENIZED_LOG": str(tmp_path / "tokenized.log")}
+    two = tmp_path / "two"
+    command = small_run(world_dir / "pretrain.txt", two, *args, "--batch-size", "4", "--num-workers", "2",
+                        "--tokenizer", str(tmp_path / "one" / "final"))
+    run = start_torchrun(*command, env=env)
+    deadline = time.monotonic() + 300
+    while not (two / "checkpoint-4" / "trainer_state.json").exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()[-3000:]
+        time.sleep(0.01)
+    kill_processes_naming(str(two))
+    run.wait()
+    assert not (two / "final").exists()
+    resumed = start_torchrun(*command, "--resume", env=env)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
+    for a, b in zip(losses(tmp_path / "one"), losses(two), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
-    assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-4"]
+    assert sorted(p.name for p in two.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-4"]
+    documents = [line for line in (world_dir / "pretrain.txt").read_text().splitlines() if line.strip()]
+    tokenized = Counter((tmp_path / "tokenized.log").read_text().splitlines())
+    training = Counter(documents[30:])  # the first 30 are held out (--eval-documents 30), read by every process
+    assert {text: tokenized[text] for text in training} == training
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ def save_checkpoint(accelerator, module, tokenizer, output_dir: str, name: str, 
         accelerator.wait_for_everyone()
         if state is not None:
             accelerator.save_state(os.path.join(staging, "training_state"))
+        accelerator.wait_for_everyone()  # every process's share of the state is written before the rename
         if accelerator.is_main_process:
             accelerator.unwrap_model(module).model.save_pretrained(staging, state_dict=weights)
             tokenizer.save_pretrained(staging)

@@ -1,16 +1,28 @@
-"""Pretraining data: documents (with a held-out share) and the packed row stream each process trains on."""
+"""Pretraining data: documents (with a held-out share), tokenised once, and the packed rows each process trains on.
+
+Local files (Arrow, memory-mapped): each process tokenises its contiguous share of the documents once, into
+DIR/tokenized/, and then reads every share memory-mapped. Rows are planned from document lengths alone, so
+every process knows the global row order (the same whatever the number of processes) while it reads the
+tokens of its own rows only, and a resumed run plans its way to its position without tokenising again.
+
+Hub datasets (streamed): each process reads, tokenises and packs its share of the stream
+(``split_dataset_by_node``); a resumed run reads its share again up to where it stopped.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections.abc import Iterator
 
+import datasets
+import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..data.loading import check_texts, load_data
 from ..errors import EttinError
-from .packing import SpecialIds, make_example, pack_documents
+from .packing import SpecialIds, fill_row, make_example, pack_documents, plan_rows
 
 
 def load_documents(config):
@@ -20,6 +32,7 @@ def load_documents(config):
                           config_name=config.data_config, streaming=streaming)
     documents = documents.select_columns([config.text_column])
     if streaming:
+        documents = documents.filter(lambda row: bool(row[config.text_column] and row[config.text_column].strip()))
         return documents.skip(config.eval_documents), documents.take(config.eval_documents)
     check_texts(documents, [config.text_column], config.data)
     if len(documents) <= config.eval_documents:
@@ -31,44 +44,136 @@ def load_documents(config):
             documents.select(range(config.eval_documents)))
 
 
+def tokenize_documents(documents: datasets.Dataset, tokenizer, text_column: str, accelerator, folder: str) -> datasets.Dataset:
+    """The token ids of every document, in order. Each process tokenises its contiguous share once into an Arrow
+    file under ``folder`` (kept for --resume), then every process reads all the shares memory-mapped."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    key = hashlib.sha256(f"{documents._fingerprint} {tokenizer.backend_tokenizer.to_str()}".encode()).hexdigest()[:16]
+
+    def path(share: int) -> str:
+        return os.path.join(folder, key, f"tokens-{share:05d}-of-{world:05d}.arrow")
+
+    if not os.path.isfile(path(rank)):
+        os.makedirs(os.path.dirname(path(rank)), exist_ok=True)
+        # Few vocabularies exceed 65,536 ids (Ettin's has 50,368): two bytes a token on disk and in memory.
+        ids = datasets.Value("uint16" if len(tokenizer) <= 2**16 else "int32")
+        documents.shard(world, rank, contiguous=True).map(
+            lambda batch: {"input_ids": tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]},
+            batched=True, batch_size=1000, remove_columns=documents.column_names, cache_file_name=path(rank),
+            features=datasets.Features({"input_ids": datasets.List(ids)}), desc=f"tokenising (process {rank})")
+    accelerator.wait_for_everyone()
+    return datasets.concatenate_datasets([datasets.Dataset.from_file(path(share)) for share in range(world)])
+
+
+class TokenReader:
+    """Slices of the documents' token ids straight from the Arrow buffers (memory-mapped for files)."""
+
+    def __init__(self, tokens: datasets.Dataset):
+        chunks = tokens.data.column("input_ids").chunks
+        self.offsets = [chunk.offsets.to_numpy() for chunk in chunks]
+        self.values = [chunk.values.to_numpy() for chunk in chunks]
+        self.first = np.cumsum([0] + [len(chunk) for chunk in chunks])
+
+    def lengths(self) -> np.ndarray:
+        return np.concatenate([np.diff(offsets) for offsets in self.offsets]) if self.offsets else np.zeros(0, int)
+
+    def read(self, document: int, start: int, end: int) -> list[int]:
+        chunk = int(np.searchsorted(self.first, document, side="right")) - 1
+        base = self.offsets[chunk][document - self.first[chunk]]
+        return self.values[chunk][base + start:base + end].tolist()
+
+
+def in_chunks(values: np.ndarray, size: int = 65_536) -> Iterator[int]:
+    """The values as Python ints, converted a chunk at a time (a whole corpus's list would cost ~36 bytes each)."""
+    for first in range(0, len(values), size):
+        yield from values[first:first + size].tolist()
+
+
 class PackedRows(IterableDataset):
-    """This process's share of the global row stream, from ``start_row`` on, as training examples.
+    """This process's share of the global row stream of tokenised documents, from ``start_row`` on.
 
     With several data-loader workers, worker w makes the examples of this process's micro-batches
     w, w + workers, ... (of ``batch_size`` rows): the loader takes batches from its workers in turn, so the
     batches arrive in the same order as with one worker.
     """
 
-    def __init__(self, documents, tokenizer, config, rows_per_step: int, rank: int, world_size: int,
-                 start_row: int = 0, repeat: bool = True, seed_offset: int = 0, batch_size: int = 1):
-        self.documents, self.tokenizer, self.config = documents, tokenizer, config
+    def __init__(self, tokens: datasets.Dataset, config, ids: SpecialIds, rows_per_step: int, rank: int,
+                 world_size: int, start_row: int = 0, batch_size: int = 1):
+        self.tokens, self.config, self.ids = tokens, config, ids
         self.rows_per_step, self.rank, self.world_size = rows_per_step, rank, world_size
-        self.start_row, self.repeat, self.seed_offset = start_row, repeat, seed_offset
-        self.batch_size = batch_size
-        self.ids = SpecialIds.of(tokenizer)
+        self.start_row, self.batch_size = start_row, batch_size
 
-    def _tokenized(self) -> Iterator[list[int]]:
-        for epoch in itertools.count():
-            # A fresh document order every epoch, the same for every process.
-            ordered = self.documents.shuffle(seed=self.config.seed + epoch) if self.repeat else self.documents
-            for batch in ordered.iter(batch_size=512):
-                texts = [t for t in batch[self.config.text_column] if t and t.strip()]
-                yield from self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-            if not self.repeat:
-                return
+    def _plan(self, lengths: np.ndarray) -> Iterator[list[tuple[int, int, int]]]:
+        """Every row's pieces as (document, first token, end token). Epoch after epoch the documents come in a
+        fresh order that every process shares, packed on across the epoch boundary."""
+        count = len(lengths)
+        orders: dict[int, np.ndarray] = {}
+
+        def order(epoch: int) -> np.ndarray:
+            if epoch not in orders:
+                orders[epoch] = np.random.default_rng(self.config.seed + epoch).permutation(count)
+            return orders[epoch]
+
+        stream = (length for epoch in itertools.count() for length in in_chunks(lengths[order(epoch)]))
+        for pieces in plan_rows(stream, self.config.seq_len, self.config.arch == "encoder"):
+            # document number d of the stream is document order(d // count)[d % count]
+            yield [(int(order(d // count)[d % count]), start, end) for d, start, end in pieces]
+            for finished in [epoch for epoch in orders if epoch < pieces[-1][0] // count]:
+                del orders[finished]
 
     def __iter__(self):
         per_process = self.rows_per_step // self.world_size
         worker = get_worker_info()
         workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
-        rows = pack_documents(self._tokenized(), self.config.seq_len, self.ids, close_with_sep=self.config.arch == "encoder")
+        reader = TokenReader(self.tokens)
+        close_with_sep = self.config.arch == "encoder"
         local = -1  # this process's row count
-        for index, (input_ids, doc_ids) in enumerate(rows):
+        for index, pieces in enumerate(self._plan(reader.lengths())):
             if index < self.start_row or (index % self.rows_per_step) // per_process != self.rank:
                 continue
             local += 1
             if (local // self.batch_size) % workers != worker_id:
                 continue
-            yield make_example(input_ids, doc_ids, index + self.seed_offset, self.config.objective, self.ids,
-                               self.config.mlm_probability, self.config.seed, self.config.mask_replace_prob,
-                               self.config.random_replace_prob)
+            input_ids, doc_ids = fill_row((reader.read(*piece) for piece in pieces), self.config.seq_len, self.ids,
+                                          close_with_sep)
+            yield example(input_ids, doc_ids, index, self.config, self.ids)
+
+
+class StreamedRows(IterableDataset):
+    """Rows from this process's share of a streamed dataset, tokenised and packed as they are read. ``start_batch``
+    micro-batches of this process were trained on before (a resume): their rows are read again and skipped.
+
+    datasets splits a stream between loader workers by its shard files (a worker without one reads nothing), so
+    a streamed dataset is read by the process itself (``num_workers=0``)."""
+
+    def __init__(self, documents, tokenizer, config, ids: SpecialIds, rank: int, world_size: int,
+                 start_batch: int = 0, batch_size: int = 1):
+        self.documents, self.tokenizer, self.config, self.ids = documents, tokenizer, config, ids
+        self.rank, self.world_size = rank, world_size
+        self.start_batch, self.batch_size = start_batch, batch_size
+
+    def _bodies(self) -> Iterator[list[int]]:
+        for epoch in itertools.count():
+            texts = (row[self.config.text_column] for row in self.documents.shuffle(seed=self.config.seed + epoch))
+            while batch := list(itertools.islice(texts, 256)):
+                yield from self.tokenizer(batch, add_special_tokens=False)["input_ids"]
+
+    def __iter__(self):
+        rows = pack_documents(self._bodies(), self.config.seq_len, self.ids, self.config.arch == "encoder")
+        for number, (input_ids, doc_ids) in enumerate(rows):
+            if number >= self.start_batch * self.batch_size:
+                yield example(input_ids, doc_ids, number * self.world_size + self.rank, self.config, self.ids)
+
+
+def example(input_ids: list[int], doc_ids: list[int], row_id: int, config, ids: SpecialIds) -> dict:
+    return make_example(input_ids, doc_ids, row_id, config.objective, ids, config.mlm_probability, config.seed,
+                        config.mask_replace_prob, config.random_replace_prob)
+
+
+def held_out_examples(documents, tokenizer, config, ids: SpecialIds) -> list[dict]:
+    """The first ``eval_rows`` packed rows of the held-out documents, masked alike in every run."""
+    texts = [row[config.text_column] for row in documents]
+    rows = pack_documents(tokenizer(texts, add_special_tokens=False)["input_ids"], config.seq_len, ids,
+                          config.arch == "encoder")
+    return [example(input_ids, doc_ids, 10**9 + number, config, ids)
+            for number, (input_ids, doc_ids) in enumerate(itertools.islice(rows, config.eval_rows))]

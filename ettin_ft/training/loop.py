@@ -10,13 +10,15 @@ and throughput live beside this file (data.py, checkpoints.py, throughput.py).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import math
 import os
 import shutil
 
+import datasets
 import torch
+from datasets.distributed import split_dataset_by_node
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 
 from ..config import save_config
@@ -26,8 +28,9 @@ from ..models import build_model, load_model, locate_model
 from ..runtime import choose_runtime
 from ..tokenizer import set_post_processing, train_tokenizer
 from .checkpoints import check_output_dir, complete_checkpoints, prune_checkpoints, resume, save_checkpoint
-from .data import PackedRows, load_documents
+from .data import PackedRows, StreamedRows, held_out_examples, load_documents, tokenize_documents
 from .objectives import PretrainingModule
+from .packing import SpecialIds
 from .throughput import ThroughputMeter, flops_per_token, measured_peak_flops
 
 
@@ -147,7 +150,7 @@ def evaluate(module, accelerator, batches) -> dict[str, float]:
     for batch in batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
-            loss_sum, targets, correct = accelerator.unwrap_model(module)(batch)
+            loss_sum, targets, correct = module(batch)  # the prepared module: FSDP gathers its weights
         totals += torch.tensor([loss_sum.item(), targets.item(), correct.item()], dtype=torch.float64)
     module.train()
     loss = totals[0].item() / max(totals[1].item(), 1)
@@ -202,6 +205,11 @@ def _pretrain(config) -> str:
     transformers_logging.disable_progress_bar()  # per-save shard bars would break our progress bar
     runtime = choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation, cpu_bf16=True)
     accelerator, trackers = make_accelerator(config, runtime)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # accelerate's DeepSpeed engine steps after every backward pass, which this loop's accumulation does not
+        # expect; FSDP and DDP are the paths pretraining supports.
+        raise EttinError("pretraining under DeepSpeed is not supported; launch it with the multi-GPU or FSDP "
+                         "accelerate config (configs/accelerate/)")
     train_documents, eval_documents = load_documents(config)
     if accelerator.is_main_process:
         os.makedirs(config.output_dir, exist_ok=True)
@@ -226,12 +234,20 @@ def _pretrain(config) -> str:
         if trackers:
             accelerator.init_trackers("pretrain", config={k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))})
 
-    train_rows = PackedRows(train_documents, tokenizer, config, rows_per_step, rank, world,
-                            start_row=start_step * rows_per_step, batch_size=config.batch_size)
-    loader = iter(DataLoader(train_rows, batch_size=config.batch_size, num_workers=config.num_workers,
-                             persistent_workers=config.num_workers > 0))
-    eval_rows = PackedRows(eval_documents, tokenizer, config, 1, 0, 1, repeat=False, seed_offset=10**9)
-    eval_batches = list(DataLoader(list(itertools.islice(iter(eval_rows), config.eval_rows)), batch_size=config.batch_size))
+    ids = SpecialIds.of(tokenizer)
+    if isinstance(train_documents, datasets.Dataset):
+        tokens = tokenize_documents(train_documents, tokenizer, config.text_column, accelerator,
+                                    os.path.join(config.output_dir, "tokenized"))
+        train_rows = PackedRows(tokens, config, ids, rows_per_step, rank, world, start_row=start_step * rows_per_step,
+                                batch_size=config.batch_size)
+    else:
+        train_rows = StreamedRows(split_dataset_by_node(train_documents, rank, world), tokenizer, config, ids, rank,
+                                  world, start_batch=start_step * config.gradient_accumulation_steps,
+                                  batch_size=config.batch_size)
+    workers = config.num_workers if isinstance(train_rows, PackedRows) else 0  # see StreamedRows
+    loader = iter(DataLoader(train_rows, batch_size=config.batch_size, num_workers=workers,
+                             persistent_workers=workers > 0))
+    eval_batches = list(DataLoader(held_out_examples(eval_documents, tokenizer, config, ids), batch_size=config.batch_size))
 
     if before is None:
         before = evaluate(module, accelerator, eval_batches)
@@ -281,6 +297,7 @@ def _pretrain(config) -> str:
                  "mfu": last["mfu"], "padding_share": padding}
         with open(os.path.join(config.output_dir, "metrics.json"), "w") as handle:
             json.dump({"before": before, "after": after, "train": train}, handle, indent=2)
+        shutil.rmtree(os.path.join(config.output_dir, "tokenized"), ignore_errors=True)  # kept for --resume only
         accelerator.print(f"saved {final}: held-out loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}")
     accelerator.end_training()
     return final

@@ -2,7 +2,8 @@
 
 Every row holds exactly ``seq_len`` tokens: documents are cut into pieces that begin with [CLS] (and end
 with [SEP] for encoders) and packed back to back; a document that does not fit is continued in the next
-row, so padding only appears where a piece would be shorter than ``min_piece`` tokens. ``doc_ids``
+row, so padding only appears where a piece would be shorter than ``min_piece`` tokens. The rows are planned
+from document lengths alone (``plan_rows``) and filled with tokens only where they are trained on. ``doc_ids``
 numbers the pieces within a row (padding is -1) so attention never crosses documents.
 
 Masking is seeded per global row index, so a row gets the same mask whatever the number of processes,
@@ -36,36 +37,61 @@ class SpecialIds:
                    len(tokenizer))
 
 
-def pack_documents(
-    documents: Iterable[list[int]], seq_len: int, ids: SpecialIds, close_with_sep: bool, min_piece: int = 8
-) -> Iterator[tuple[list[int], list[int]]]:
-    """Yield (input_ids, doc_ids) rows of exactly ``seq_len`` tokens from tokenized documents."""
+def plan_rows(lengths: Iterable[int], seq_len: int, close_with_sep: bool,
+              min_piece: int = 8) -> Iterator[list[tuple[int, int, int]]]:
+    """Pack documents of these token ``lengths`` into rows of ``seq_len`` tokens: each row as its pieces,
+    (document number, first token, end token). Lengths alone decide the rows, so every process can know the
+    whole row order while reading the tokens of its own rows only."""
     overhead = 2 if close_with_sep else 1
     if seq_len < overhead + min_piece:
         raise EttinError(f"seq_len {seq_len} is too short; expected at least {overhead + min_piece}")
-    row: list[int] = []
-    row_docs: list[int] = []
-
-    def padded() -> tuple[list[int], list[int]]:
-        missing = seq_len - len(row)
-        return row + [ids.pad] * missing, row_docs + [-1] * missing
-
-    for body in documents:
-        while body:
-            space = seq_len - len(row)
-            if space < overhead + min_piece:
-                yield padded()
-                row, row_docs, space = [], [], seq_len
-            take = min(len(body), space - overhead)
-            piece = [ids.cls] + body[:take] + ([ids.sep] if close_with_sep else [])
-            row_docs += [row_docs[-1] + 1 if row_docs else 0] * len(piece)
-            row += piece
-            body = body[take:]
-            if len(row) == seq_len:
-                yield row, row_docs
-                row, row_docs = [], []
+    row: list[tuple[int, int, int]] = []
+    used = 0
+    for document, length in enumerate(lengths):
+        start = 0
+        while start < length:
+            if seq_len - used < overhead + min_piece:
+                yield row
+                row, used = [], 0
+            take = min(length - start, seq_len - used - overhead)
+            row.append((document, start, start + take))
+            used += take + overhead
+            start += take
+            if used == seq_len:
+                yield row
+                row, used = [], 0
     if row:
-        yield padded()
+        yield row
+
+
+def fill_row(pieces: Iterable[list[int]], seq_len: int, ids: SpecialIds, close_with_sep: bool) -> tuple[list[int], list[int]]:
+    """(input_ids, doc_ids) of one row from the token bodies of its pieces: [CLS] body ([SEP]), then padding."""
+    input_ids: list[int] = []
+    doc_ids: list[int] = []
+    for number, body in enumerate(pieces):
+        piece = [ids.cls, *body] + ([ids.sep] if close_with_sep else [])
+        input_ids += piece
+        doc_ids += [number] * len(piece)
+    missing = seq_len - len(input_ids)
+    return input_ids + [ids.pad] * missing, doc_ids + [-1] * missing
+
+
+def pack_documents(
+    documents: Iterable[list[int]], seq_len: int, ids: SpecialIds, close_with_sep: bool, min_piece: int = 8
+) -> Iterator[tuple[list[int], list[int]]]:
+    """Yield (input_ids, doc_ids) rows of exactly ``seq_len`` tokens from a stream of tokenized documents,
+    holding only the documents of the row being filled."""
+    bodies: dict[int, list[int]] = {}
+
+    def lengths():
+        for number, body in enumerate(documents):
+            bodies[number] = body
+            yield len(body)
+
+    for pieces in plan_rows(lengths(), seq_len, close_with_sep, min_piece):
+        yield fill_row((bodies[d][start:end] for d, start, end in pieces), seq_len, ids, close_with_sep)
+        for done in [number for number in bodies if number < pieces[-1][0]]:
+            del bodies[done]
 
 
 def position_ids_of(doc_ids: torch.Tensor) -> torch.Tensor:
