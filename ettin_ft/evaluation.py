@@ -8,36 +8,54 @@ reranks the top 100 of a BM25 first stage, so its Recall@100 is that of BM25.
 from __future__ import annotations
 
 import os
-import re
-from rank_bm25 import BM25Okapi
 
 from .data.loading import BeirSplit, reach_hub_dataset
 from .errors import EttinError
 
-TOKEN = re.compile(r"\w+")
 SHARED_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 COLBERT_SCORE_BUDGET = 2**27  # float32 token scores per exact-MaxSim corpus chunk
+BM25_TOKEN = r"(?u)\b\w+\b"  # lower-cased words, one letter included, no stemming or stop words
 
 
-def bm25_tokenize(text: str) -> list[str]:
-    return TOKEN.findall(text.lower())
+def bm25_tokenize(texts: list[str]) -> list[list[str]]:
+    import bm25s
+
+    return bm25s.tokenize(texts, token_pattern=BM25_TOKEN, stopwords=None, return_ids=False, show_progress=False)
 
 
 class BM25:
-    """Okapi BM25 over a corpus (rank_bm25), for first-stage retrieval and offline negative mining."""
+    """Okapi BM25 (Lucene's variant) over a corpus with bm25s, which scores through a sparse document-term matrix
+    and takes each query's top k without sorting the corpus: first-stage retrieval and offline negative mining."""
 
     def __init__(self, documents: dict[str, str]):
+        import bm25s
+
         self.ids = list(documents)
-        self.index = BM25Okapi([bm25_tokenize(documents[i]) for i in self.ids])
+        self.index = bm25s.BM25()
+        self.index.index(bm25_tokenize([documents[i] for i in self.ids]), show_progress=False)
 
     def scores(self, query: str):
         """BM25 score of every document, in corpus order."""
-        return self.index.get_scores(bm25_tokenize(query))
+        return self.index.get_scores(bm25_tokenize([query])[0])
+
+    def top_k(self, queries: list[str], k: int):
+        """(document positions, scores) of each query's k best documents, best first: two (queries, k) arrays."""
+        return self.index.retrieve(bm25_tokenize(queries), k=min(k, len(self.ids)), show_progress=False, n_threads=-1)
+
+    def pair_scores(self, queries: list[str], documents: list[int]):
+        """The score of each query for one document of its own (by position), from that document's row alone."""
+        import numpy as np
+        from scipy.sparse import csc_matrix
+
+        matrix = self.index.scores
+        by_document = csc_matrix((matrix["data"], matrix["indices"], matrix["indptr"]),
+                                 shape=(matrix["num_docs"], len(matrix["indptr"]) - 1)).tocsr()
+        return np.array([by_document[document, self.index.get_tokens_ids(tokens)].sum()
+                         for tokens, document in zip(bm25_tokenize(queries), documents)])
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
-        scores = self.scores(query)
-        top = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
-        return [(self.ids[i], float(scores[i])) for i in top]
+        positions, scores = self.top_k([query], k)
+        return [(self.ids[i], float(score)) for i, score in zip(positions[0], scores[0])]
 
 
 def retrieval_evaluator(kind: str, split: BeirSplit, name: str = "beir", batch_size: int = 32):
@@ -137,7 +155,8 @@ def nanobeir_evaluator(kind: str, sets: str = "all", dataset_id: str = NANOBEIR_
 def bm25_candidates(split: BeirSplit, k: int = 100) -> dict[str, list[str]]:
     """Query id → the BM25 top-k document ids."""
     bm25 = BM25(split.documents())
-    return {q: [doc for doc, _ in bm25.search(text, k)] for q, text in split.queries.items()}
+    positions, _ = bm25.top_k(list(split.queries.values()), k)
+    return {q: [bm25.ids[i] for i in found] for q, found in zip(split.queries, positions)}
 
 
 def ranking_metrics(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:

@@ -37,22 +37,24 @@ class RerankConfig(RetrievalConfig):
     classifier_pooling: str | None = field(default=None, metadata={"help": "ModernBERT classifier pooling: cls or mean (default: the model's)"})
 
 
-def bm25_hard_negatives(pairs: datasets.Dataset, num_negatives: int, relative_margin: float = 0.05) -> datasets.Dataset:
+def bm25_hard_negatives(pairs: datasets.Dataset, num_negatives: int, relative_margin: float = 0.05,
+                        range_max: int = 50) -> datasets.Dataset:
     """Labelled pairs: each query with its positive (1) and its top BM25 passages (0).
 
-    As with mine_hard_negatives' ``relative_margin``, a candidate must score below (1 - margin) × the
-    positive's score: passages that match the query as well as its positive are likely unlabelled positives.
+    As in mine_hard_negatives, negatives come from each query's ``range_max`` best passages (plus
+    ``num_negatives``), and a candidate must score below (1 - ``relative_margin``) × the positive's score:
+    passages that match the query as well as its positive are likely unlabelled positives.
     """
     passages = list(dict.fromkeys(pairs["positive"]))
     index_of = {p: i for i, p in enumerate(passages)}
     bm25 = BM25({str(i): p for i, p in enumerate(passages)})
+    queries, positives = list(pairs["query"]), [index_of[p] for p in pairs["positive"]]
+    found, scores = bm25.top_k(queries, num_negatives + range_max)
+    ceilings = (1 - relative_margin) * bm25.pair_scores(queries, positives)
     rows = {"query": [], "passage": [], "label": []}
-    for query, positive in zip(pairs["query"], pairs["positive"]):
-        scores = bm25.scores(query)
-        ceiling = (1 - relative_margin) * scores[index_of[positive]]
-        ranked = sorted(range(len(passages)), key=lambda i: -scores[i])
-        negatives = [passages[i] for i in ranked if scores[i] < ceiling][:num_negatives]
-        for passage, label in [(positive, 1)] + [(n, 0) for n in negatives]:
+    for query, positive, candidates, candidate_scores, ceiling in zip(queries, positives, found, scores, ceilings):
+        negatives = [passages[i] for i, score in zip(candidates, candidate_scores) if score < ceiling][:num_negatives]
+        for passage, label in [(passages[positive], 1)] + [(n, 0) for n in negatives]:
             rows["query"].append(query), rows["passage"].append(passage), rows["label"].append(label)
     return datasets.Dataset.from_dict(rows)
 
