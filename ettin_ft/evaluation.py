@@ -40,7 +40,7 @@ class BM25:
 
     def top_k(self, queries: list[str], k: int):
         """(document positions, scores) of each query's k best documents, best first: two (queries, k) arrays."""
-        return self.index.retrieve(bm25_tokenize(queries), k=min(k, len(self.ids)), show_progress=False, n_threads=-1)
+        return self.index.retrieve(bm25_tokenize(queries), k=min(k, len(self.ids)), show_progress=False)
 
     def pair_scores(self, queries: list[str], documents: list[int]):
         """The score of each query for one document of its own (by position), from that document's row alone."""
@@ -48,10 +48,17 @@ class BM25:
         from scipy.sparse import csc_matrix
 
         matrix = self.index.scores
-        by_document = csc_matrix((matrix["data"], matrix["indices"], matrix["indptr"]),
-                                 shape=(matrix["num_docs"], len(matrix["indptr"]) - 1)).tocsr()
-        return np.array([by_document[document, self.index.get_tokens_ids(tokens)].sum()
-                         for tokens, document in zip(bm25_tokenize(queries), documents)])
+        rows = csc_matrix((matrix["data"], matrix["indices"], matrix["indptr"]),
+                          shape=(matrix["num_docs"], len(matrix["indptr"]) - 1)).tocsr()
+        rows.sort_indices()
+        scores = np.zeros(len(documents))
+        for number, (tokens, document) in enumerate(zip(bm25_tokenize(queries), documents)):
+            terms = rows.indices[rows.indptr[document]:rows.indptr[document + 1]]
+            wanted = np.asarray(self.index.get_tokens_ids(tokens), dtype=terms.dtype)
+            found = np.minimum(np.searchsorted(terms, wanted), max(len(terms) - 1, 0))
+            hits = found[terms[found] == wanted] if len(terms) else found[:0]
+            scores[number] = rows.data[rows.indptr[document] + hits].sum()
+        return scores
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         positions, scores = self.top_k([query], k)

@@ -62,6 +62,8 @@ class PretrainingModule(nn.Module):
         super().__init__()
         self.model = model
         self.encoder = arch_of(model.config) == "encoder"
+        # FSDP's transformer-based wrapping reads the layer classes to shard from the module it is given.
+        self._no_split_modules = model._no_split_modules
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inputs = packed_attention_inputs(self.model.model, batch, self.encoder)

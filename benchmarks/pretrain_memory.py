@@ -1,0 +1,121 @@
+"""Peak memory of `ettin_ft.pretrain` against the size of a local text corpus, and the tokenising each process
+does under torchrun.
+
+Corpora of 24 MB, 238 MB and 2 GB are made by repeating ../shared/data/pretrain; each run trains a tiny encoder
+for 3 steps (tokenising the whole corpus first) with a tokenizer trained once on the shared text. Peak memory
+is the largest process's maximum RSS (the training process or its loader worker), read from a fresh wrapper
+process per run. With --baseline COMMIT the same runs of an earlier ettin-ft (exported with `git archive`) are
+measured too, on the two smaller corpora. Then a two-process run (torchrun, gloo) on the 238 MB corpus reports
+how many documents each process tokenised.
+
+    python benchmarks/pretrain_memory.py --work-dir runs/pretrain-memory --baseline c8d27d1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "pretrain"
+SIZES_MB = (24, 238, 2048)
+
+
+def make_corpus(path: Path, megabytes: int) -> None:
+    if path.exists() and path.stat().st_size >= megabytes * 2**20:
+        return
+    text = "".join(p.read_text() for p in sorted(SHARED.rglob("*.txt")))
+    with open(path, "w", encoding="utf-8") as handle:
+        written = 0
+        while written < megabytes * 2**20:
+            handle.write(text)
+            written += len(text.encode())
+
+
+def make_tokenizer(folder: Path) -> None:
+    if (folder / "tokenizer.json").exists():
+        return
+    from ettin_ft.tokenizer import train_tokenizer
+
+    lines = [line for p in sorted(SHARED.rglob("*.txt")) for line in p.read_text().splitlines() if line.strip()]
+    train_tokenizer(lines, vocab_size=8192, arch="encoder", model_max_length=1024).save_pretrained(folder)
+
+
+def pretrain_args(corpus: Path, tokenizer: Path, output: Path) -> list[str]:
+    return ["--size", "tiny", "--arch", "encoder", "--data", str(corpus), "--tokenizer", str(tokenizer),
+            "--output-dir", str(output), "--max-steps", "3", "--seq-len", "512", "--batch-size", "8",
+            "--num-workers", "1", "--report-to", "none", "--eval-documents", "50", "--eval-every", "0",
+            "--save-every", "0", "--warmup-steps", "1", "--precision", "fp32"]
+
+
+def measure(command: list[str], env: dict) -> dict:
+    """Run ``command`` in a fresh wrapper process: wall seconds, peak RSS of its largest process, stderr tail."""
+    wrapper = ("import json, resource, subprocess, sys, time; start = time.perf_counter(); "
+               "out = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(json.dumps({'rc': out.returncode, 'seconds': time.perf_counter() - start, "
+               "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 'stderr': out.stderr[-20000:]}))")
+    out = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, env=env, cwd=REPO)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{result['stderr'][-3000:]}")
+    return result
+
+
+def export(commit: str, folder: Path) -> Path:
+    """That commit's ettin_ft package, importable from ``folder``."""
+    if not (folder / "ettin_ft").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit, "ettin_ft"], cwd=REPO, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", default="runs/pretrain-memory")
+    parser.add_argument("--baseline", help="an earlier commit to measure beside this checkout")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES_MB)), help="corpus sizes in MB")
+    args = parser.parse_args()
+    work = Path(args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    make_tokenizer(work / "tokenizer")
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "true"}
+    rows = []
+    for megabytes in map(int, args.sizes.split(",")):
+        corpus = work / f"corpus-{megabytes}mb.txt"
+        make_corpus(corpus, megabytes)
+        sides = [("ettin-ft", env)]
+        if args.baseline and megabytes < 1000:
+            sides.append((f"baseline {args.baseline}", {**env, "PYTHONPATH": str(export(args.baseline, work / "baseline"))}))
+        for side, side_env in sides:
+            output = work / f"run-{megabytes}mb-{side.split()[0]}"
+            subprocess.run(["rm", "-rf", str(output)], check=True)
+            result = measure([sys.executable, "-m", "ettin_ft.pretrain", *pretrain_args(corpus, work / "tokenizer", output)],
+                             side_env)
+            rows.append({"side": side, "corpus_mb": round(corpus.stat().st_size / 2**20), "seconds": result["seconds"],
+                         "peak_rss_mb": result["peak_rss_mb"]})
+            print(json.dumps(rows[-1]), flush=True)
+    corpus = work / "corpus-238mb.txt"
+    make_corpus(corpus, 238)
+    output = work / "run-238mb-two-processes"
+    subprocess.run(["rm", "-rf", str(output)], check=True)
+    result = measure([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+                      "-m", "ettin_ft.pretrain", *pretrain_args(corpus, work / "tokenizer", output)], env)
+    shares = {int(rank): int(done) for rank, done in
+              re.findall(r"tokenising \(process (\d)\): 100%\|[^|]*\| (\d+)/\d+", result["stderr"])}
+    rows.append({"side": "ettin-ft, 2 processes", "corpus_mb": 238, "seconds": result["seconds"],
+                 "peak_rss_mb": result["peak_rss_mb"], "documents_tokenised_per_process": shares})
+    print(json.dumps(rows[-1]))
+    with open(work / "results.json", "w") as handle:
+        json.dump({"when": time.strftime("%Y-%m-%d %H:%M"), "rows": rows}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
