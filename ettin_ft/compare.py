@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 from .config import parse_config
 from .errors import EttinError, cli_entry
-from .folders import CHECKPOINT
+from .folders import CHECKPOINT, complete_checkpoints
 from .registry import SHAPES, VARIANTS, resolve
 
 RECIPES = ("dense", "colbert", "sparse", "rerank", "classify", "sft", "bias")
@@ -263,8 +263,10 @@ def finished(run: Run, recipe: str) -> bool:
 def command(run: Run, config: StudyConfig, recipe_args: list[str]) -> list[str]:
     start = shlex.split(config.launcher) if config.launcher else [sys.executable]
     seed = ["--seed", str(run.seed)] if run.seed is not None else []
+    # a run interrupted earlier goes on from its last checkpoint
+    resume = ["--resume-from-checkpoint", "latest"] if complete_checkpoints(run.folder) else []
     return [*start, "-m", f"ettin_ft.{config.recipe}", "--model", run.spec, "--output-dir", run.folder, *seed,
-            *recipe_args, *run.extra_args]
+            *resume, *recipe_args, *run.extra_args]
 
 
 def error_line(log_path: str) -> str:
