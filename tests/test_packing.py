@@ -173,24 +173,28 @@ def test_two_accumulated_micro_batches_make_the_step_of_one_batch(arch, world, e
     assert sum(not torch.equal(initial[name], value) for name, value in weights_whole.items()) > 10  # the step moved them
 
 
-def test_planned_rows_are_the_packing_of_each_epochs_shuffled_documents(world, encoder_tokenizer):
+def test_planned_rows_are_the_packing_of_each_epochs_shuffled_documents(world, encoder_tokenizer, monkeypatch):
     """PackedRows plans rows from lengths and reads only the tokens it needs; its rows must be those of packing
-    the documents themselves, epoch after epoch in each epoch's order, across the epoch boundaries."""
+    the documents themselves, epoch after epoch in each epoch's order, across the epoch boundaries. Each epoch
+    visits every document once, in an order of its own."""
     import itertools
 
-    import numpy as np
-
     from ettin_ft.pretrain import PretrainConfig
-    from ettin_ft.training.data import PackedRows
+    from ettin_ft.training import data
 
+    monkeypatch.setattr(data, "SHUFFLE_BLOCK", 16)  # several blocks even in this small world
     tokens = tokenized(world, encoder_tokenizer)
     bodies = list(tokens["input_ids"])
+    reader = data.TokenReader(tokens)
+    orders = [[document for document, _ in data.epoch_order(reader, 7, epoch)] for epoch in range(3)]
+    assert all(sorted(order) == list(range(len(bodies))) for order in orders)
+    assert orders[0] != orders[1] != orders[2] and orders[0][:16] != list(range(16))
+    assert [length for _, length in data.epoch_order(reader, 7, 0)] == [len(bodies[d]) for d in orders[0]]
     config = PretrainConfig(arch="encoder", seq_len=64, seed=7)
     ids = SpecialIds.of(encoder_tokenizer)
-    epochs = (np.random.default_rng(config.seed + epoch).permutation(len(bodies)) for epoch in itertools.count())
-    expected = pack_documents((bodies[i] for order in epochs for i in order), 64, ids, close_with_sep=True)
-    rows = PackedRows(tokens, config, ids, rows_per_step=1, rank=0, world_size=1)
-    count = 3 * sum(map(len, bodies)) // 64  # about three epochs
+    expected = pack_documents((bodies[d] for order in orders for d in order), 64, ids, close_with_sep=True)
+    rows = data.PackedRows(tokens, config, ids, rows_per_step=1, rank=0, world_size=1)
+    count = 2 * sum(map(len, bodies)) // 64  # about two epochs
     for (input_ids, doc_ids), row in zip(itertools.islice(expected, count), itertools.islice(iter(rows), count)):
         assert row["doc_ids"].tolist() == doc_ids
         assert ((row["input_ids"] == torch.tensor(input_ids)) | (row["labels"] != -100)).all()  # masked where not equal

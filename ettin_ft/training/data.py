@@ -66,7 +66,7 @@ def tokenize_documents(documents: datasets.Dataset, tokenizer, text_column: str,
 
 
 class TokenReader:
-    """Slices of the documents' token ids straight from the Arrow buffers (memory-mapped for files)."""
+    """Lengths and slices of the documents' token ids, straight from the Arrow buffers (memory-mapped for files)."""
 
     def __init__(self, tokens: datasets.Dataset):
         chunks = tokens.data.column("input_ids").chunks
@@ -74,8 +74,17 @@ class TokenReader:
         self.values = [chunk.values.to_numpy() for chunk in chunks]
         self.first = np.cumsum([0] + [len(chunk) for chunk in chunks])
 
-    def lengths(self) -> np.ndarray:
-        return np.concatenate([np.diff(offsets) for offsets in self.offsets]) if self.offsets else np.zeros(0, int)
+    def __len__(self) -> int:
+        return int(self.first[-1])
+
+    def lengths(self, first: int, end: int) -> np.ndarray:
+        """Token counts of documents first..end-1."""
+        parts, chunk = [], int(np.searchsorted(self.first, first, side="right")) - 1
+        while first < end:
+            start, stop = first - self.first[chunk], min(end, self.first[chunk + 1]) - self.first[chunk]
+            parts.append(np.diff(self.offsets[chunk][start:stop + 1]))
+            first, chunk = int(self.first[chunk] + stop), chunk + 1
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def read(self, document: int, start: int, end: int) -> list[int]:
         chunk = int(np.searchsorted(self.first, document, side="right")) - 1
@@ -83,14 +92,25 @@ class TokenReader:
         return self.values[chunk][base + start:base + end].tolist()
 
 
-def in_chunks(values: np.ndarray, size: int = 65_536) -> Iterator[int]:
-    """The values as Python ints, converted a chunk at a time (a whole corpus's list would cost ~36 bytes each)."""
-    for first in range(0, len(values), size):
-        yield from values[first:first + size].tolist()
+SHUFFLE_BLOCK = 4096  # documents shuffled together; the order of blocks is shuffled too
+
+
+def epoch_order(reader: TokenReader, seed: int, epoch: int) -> Iterator[tuple[int, int]]:
+    """(document, token length) of every document once, in the epoch's order, which every process shares: the
+    blocks of SHUFFLE_BLOCK documents in a random order, each block's documents shuffled. Memory stays that of
+    one block and the block order (a whole-corpus permutation would cost 8 bytes a document)."""
+    count = len(reader)
+    generator = np.random.default_rng([seed, epoch])
+    for block in generator.permutation(-(-count // SHUFFLE_BLOCK)):
+        first = int(block) * SHUFFLE_BLOCK
+        end = min(first + SHUFFLE_BLOCK, count)
+        order = np.random.default_rng([seed, epoch, int(block)]).permutation(end - first)
+        yield from zip((first + order).tolist(), reader.lengths(first, end)[order].tolist())
 
 
 class PackedRows(IterableDataset):
-    """This process's share of the global row stream of tokenised documents, from ``start_row`` on.
+    """This process's share of the global row stream of tokenised documents, from ``start_row`` on: epoch after
+    epoch (``epoch_order``), packed on across the epoch boundaries.
 
     With several data-loader workers, worker w makes the examples of this process's micro-batches
     w, w + workers, ... (of ``batch_size`` rows): the loader takes batches from its workers in turn, so the
@@ -103,32 +123,15 @@ class PackedRows(IterableDataset):
         self.rows_per_step, self.rank, self.world_size = rows_per_step, rank, world_size
         self.start_row, self.batch_size = start_row, batch_size
 
-    def _plan(self, lengths: np.ndarray) -> Iterator[list[tuple[int, int, int]]]:
-        """Every row's pieces as (document, first token, end token). Epoch after epoch the documents come in a
-        fresh order that every process shares, packed on across the epoch boundary."""
-        count = len(lengths)
-        orders: dict[int, np.ndarray] = {}
-
-        def order(epoch: int) -> np.ndarray:
-            if epoch not in orders:
-                orders[epoch] = np.random.default_rng(self.config.seed + epoch).permutation(count)
-            return orders[epoch]
-
-        stream = (length for epoch in itertools.count() for length in in_chunks(lengths[order(epoch)]))
-        for pieces in plan_rows(stream, self.config.seq_len, self.config.arch == "encoder"):
-            # document number d of the stream is document order(d // count)[d % count]
-            yield [(int(order(d // count)[d % count]), start, end) for d, start, end in pieces]
-            for finished in [epoch for epoch in orders if epoch < pieces[-1][0] // count]:
-                del orders[finished]
-
     def __iter__(self):
         per_process = self.rows_per_step // self.world_size
         worker = get_worker_info()
         workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
         reader = TokenReader(self.tokens)
         close_with_sep = self.config.arch == "encoder"
+        documents = (document for epoch in itertools.count() for document in epoch_order(reader, self.config.seed, epoch))
         local = -1  # this process's row count
-        for index, pieces in enumerate(self._plan(reader.lengths())):
+        for index, pieces in enumerate(plan_rows(documents, self.config.seq_len, close_with_sep)):
             if index < self.start_row or (index % self.rows_per_step) // per_process != self.rank:
                 continue
             local += 1

@@ -37,17 +37,17 @@ class SpecialIds:
                    len(tokenizer))
 
 
-def plan_rows(lengths: Iterable[int], seq_len: int, close_with_sep: bool,
+def plan_rows(documents: Iterable[tuple[int, int]], seq_len: int, close_with_sep: bool,
               min_piece: int = 8) -> Iterator[list[tuple[int, int, int]]]:
-    """Pack documents of these token ``lengths`` into rows of ``seq_len`` tokens: each row as its pieces,
-    (document number, first token, end token). Lengths alone decide the rows, so every process can know the
-    whole row order while reading the tokens of its own rows only."""
+    """Pack (document, token length) pairs, in order, into rows of ``seq_len`` tokens: each row as its pieces,
+    (document, first token, end token). Lengths alone decide the rows, so every process can know the whole row
+    order while reading the tokens of its own rows only."""
     overhead = 2 if close_with_sep else 1
     if seq_len < overhead + min_piece:
         raise EttinError(f"seq_len {seq_len} is too short; expected at least {overhead + min_piece}")
     row: list[tuple[int, int, int]] = []
     used = 0
-    for document, length in enumerate(lengths):
+    for document, length in documents:
         start = 0
         while start < length:
             if seq_len - used < overhead + min_piece:
@@ -86,7 +86,7 @@ def pack_documents(
     def lengths():
         for number, body in enumerate(documents):
             bodies[number] = body
-            yield len(body)
+            yield number, len(body)
 
     for pieces in plan_rows(lengths(), seq_len, close_with_sep, min_piece):
         yield fill_row((bodies[d][start:end] for d, start, end in pieces), seq_len, ids, close_with_sep)
