@@ -5,7 +5,7 @@ Corpora of 24 MB, 238 MB and 2 GB are made by repeating ../shared/data/pretrain;
 for 3 steps (tokenising the whole corpus first) with a tokenizer trained once on the shared text. Peak memory
 is the peak of the private (anonymous) resident memory of the run's processes together (the training process
 and its loader worker), sampled every 0.2 s: memory-mapped Arrow pages are the page cache's and not counted. With --baseline COMMIT the same runs of an earlier ettin-ft (exported with `git archive`) are
-measured too, on the two smaller corpora. Then a two-process run (torchrun, gloo) on the 238 MB corpus reports
+measured too, on the two smaller corpora. First, a two-process run (torchrun, gloo) on the 238 MB corpus reports
 how many documents each process tokenised.
 
     python benchmarks/pretrain_memory.py --work-dir runs/pretrain-memory --baseline c8d27d1
@@ -76,12 +76,12 @@ def private_memory_mb(root: int) -> float:
     return total / 1024
 
 
-def measure(command: list[str], env: dict) -> dict:
+def measure(command: list[str], env: dict, cwd: Path = REPO) -> dict:
     """Run ``command``: wall seconds, the peak of its processes' private memory (sampled every 0.2 s) and the end
     of its stderr."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=REPO)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=cwd)
         peak = 0.0
         while process.poll() is None:
             peak = max(peak, private_memory_mb(process.pid))
@@ -113,20 +113,6 @@ def main() -> None:
     make_tokenizer(work / "tokenizer")
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "true"}
     rows = []
-    for megabytes in map(int, args.sizes.split(",")):
-        corpus = work / f"corpus-{megabytes}mb.txt"
-        make_corpus(corpus, megabytes)
-        sides = [("ettin-ft", env)]
-        if args.baseline and megabytes < 1000:
-            sides.append((f"baseline {args.baseline}", {**env, "PYTHONPATH": str(export(args.baseline, work / "baseline"))}))
-        for side, side_env in sides:
-            output = work / f"run-{megabytes}mb-{side.split()[0]}"
-            subprocess.run(["rm", "-rf", str(output)], check=True)
-            result = measure([sys.executable, "-m", "ettin_ft.pretrain", *pretrain_args(corpus, work / "tokenizer", output)],
-                             side_env)
-            rows.append({"side": side, "corpus_mb": round(corpus.stat().st_size / 2**20), "seconds": result["seconds"],
-                         "peak_private_mb": result["peak_private_mb"]})
-            print(json.dumps(rows[-1]), flush=True)
     corpus = work / "corpus-238mb.txt"
     make_corpus(corpus, 238)
     output = work / "run-238mb-two-processes"
@@ -138,6 +124,21 @@ def main() -> None:
     rows.append({"side": "ettin-ft, 2 processes", "corpus_mb": 238, "seconds": result["seconds"],
                  "peak_private_mb": result["peak_private_mb"], "documents_tokenised_per_process": shares})
     print(json.dumps(rows[-1]))
+    for megabytes in map(int, args.sizes.split(",")):
+        corpus = work / f"corpus-{megabytes}mb.txt"
+        make_corpus(corpus, megabytes)
+        sides = [("ettin-ft", REPO)]
+        if args.baseline and megabytes < 1000:
+            sides.append((f"baseline {args.baseline}", export(args.baseline, work / "baseline")))
+        for side, folder in sides:
+            output = work / f"run-{megabytes}mb-{side.split()[0]}"
+            subprocess.run(["rm", "-rf", str(output)], check=True)
+            # `python -m` imports ettin_ft from the folder it runs in: this checkout's, or the baseline's
+            result = measure([sys.executable, "-m", "ettin_ft.pretrain", *pretrain_args(corpus, work / "tokenizer", output)],
+                             env, cwd=folder)
+            rows.append({"side": side, "corpus_mb": round(corpus.stat().st_size / 2**20), "seconds": result["seconds"],
+                         "peak_private_mb": result["peak_private_mb"]})
+            print(json.dumps(rows[-1]), flush=True)
     with open(work / "results.json", "w") as handle:
         json.dump({"when": time.strftime("%Y-%m-%d %H:%M"), "rows": rows}, handle, indent=2)
 
