@@ -58,8 +58,8 @@ def _read_json(path: str) -> list[dict]:
 BUILDERS = {".jsonl": "json", ".txt": "text", ".csv": "csv", ".parquet": "parquet"}
 
 
-def _diagnose(path: str, extension: str, error: Exception) -> EttinError:
-    """The one-line error for a file a builder could not read: its first bad line where that can be found."""
+def _first_bad_line(path: str, extension: str) -> EttinError | None:
+    """The one-line error locating what in ``path`` a builder could not read, where a streaming scan finds it."""
     try:
         if extension == ".jsonl":
             for _ in _jsonl_rows(path):
@@ -72,8 +72,7 @@ def _diagnose(path: str, extension: str, error: Exception) -> EttinError:
         return located
     except UnicodeDecodeError:
         return EttinError(f"{path}: not UTF-8 text")
-    cause = error.__cause__ or error.__context__ or error
-    return EttinError(f"{path}: cannot read it as {extension[1:]} ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})")
+    return None
 
 
 LARGE_FILES = 64 * 2**20  # bytes of data whose reading shows progress bars
@@ -121,11 +120,10 @@ def _read_files(paths: list[str], text_column: str) -> datasets.Dataset:
         try:
             dataset = datasets.load_dataset(BUILDERS[extension], data_files=paths, split="train", **options)
         except Exception as error:  # the builders raise many types for unreadable files
-            for path in paths:
-                located = _diagnose(path, extension, error)
-                if "cannot read" not in str(located) or len(paths) == 1:
-                    raise located from None
-            raise _diagnose(paths[0], extension, error) from None
+            located = next(filter(None, (_first_bad_line(path, extension) for path in paths)), None)
+            cause = error.__cause__ or error.__context__ or error
+            raise located or EttinError(f"{paths[0]}: cannot read it as {extension[1:]} ({type(cause).__name__}: "
+                                        f"{str(cause).splitlines()[0] if str(cause) else ''})") from None
         if extension == ".txt":
             dataset = dataset.filter(lambda batch: [bool(line.strip()) for line in batch["text"]], batched=True,
                                      desc="dropping blank lines")

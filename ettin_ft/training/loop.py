@@ -240,11 +240,12 @@ def _pretrain(config) -> str:
                                     os.path.join(config.output_dir, "tokenized"))
         train_rows = PackedRows(tokens, config, ids, rows_per_step, rank, world, start_row=start_step * rows_per_step,
                                 batch_size=config.batch_size)
+        workers = config.num_workers
     else:
         train_rows = StreamedRows(split_dataset_by_node(train_documents, rank, world), tokenizer, config, ids, rank,
                                   world, start_batch=start_step * config.gradient_accumulation_steps,
                                   batch_size=config.batch_size)
-    workers = config.num_workers if isinstance(train_rows, PackedRows) else 0  # see StreamedRows
+        workers = 0  # see StreamedRows
     loader = iter(DataLoader(train_rows, batch_size=config.batch_size, num_workers=workers,
                              persistent_workers=workers > 0))
     eval_batches = list(DataLoader(held_out_examples(eval_documents, tokenizer, config, ids), batch_size=config.batch_size))
