@@ -14,11 +14,11 @@ BAD_VALUES = {
     "rerank": ["--num-negatives", "few"], "sft": ["--lora-r", "big"], "classify": ["--per-device-train-batch-size", "b"],
     "pretrain": ["--max-steps", "abc"], "quickstart": ["--people", "abc"], "generate": ["--max-new-tokens", "x"],
     "fill_mask": ["--top-k", "x", "a [MASK]"], "convert": ["--to", "sideways"], "models": ["--json=yes"],
-    "data.synthetic": ["--people", "abc"],
+    "data.synthetic": ["--people", "abc"], "zeroshot": ["--extra-masks", "two"],
 }
 COMMANDS = sorted(BAD_VALUES)
 WITH_OUTPUT_DIR = ("dense", "sparse", "colbert", "rerank", "sft", "classify", "pretrain", "quickstart", "convert",
-                   "data.synthetic")
+                   "data.synthetic", "zeroshot")
 
 
 @pytest.fixture
@@ -52,6 +52,7 @@ def base_args(command: str, inputs) -> list[str]:
         "convert": ["--model", model, "--to", "decoder", "--output-dir", inputs["out"]],
         "models": [],
         "data.synthetic": ["--output-dir", inputs["out"]],
+        "zeroshot": ["--model", model, "--data", str(inputs["world"] / "zeroshot"), "--output-dir", inputs["out"]],
     }[command]
 
 

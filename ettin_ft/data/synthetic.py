@@ -3,7 +3,8 @@
 Each fictional person has a full name, birth date, birth city, university, major and employer, rendered
 with many sentence templates. One world yields every kind of data the package trains on: pretraining
 text, retrieval pairs, a held-out BEIR split, reranking examples, SFT chats, question topics (which attribute a
-question asks for) and true/false claims with their evidence.
+question asks for), true/false claims with their evidence, and zero-shot multiple-choice facts (zeroshot/, one task
+per attribute: which of four employers, cities, ... a person has).
 People are split into a training part and a held-out part; pretraining text covers everyone (as in the
 bioS knowledge-extraction setting), while every fine-tuning set is split by person.
 
@@ -286,6 +287,22 @@ class SyntheticWorld:
                                  "label": label, "label_text": ("false", "true")[label]})
         return rows
 
+    def multiple_choice(self, attribute: str = "employer", choices: int = 4) -> list[dict]:
+        """Zero-shot items {query, choices, gold} on facts seen in pretraining, e.g. "Ann B. Lee works for" → the
+        right employer among ``choices`` (the others drawn from the rest of the attribute's values)."""
+        if attribute not in VALUES:
+            raise EttinError(f"unknown attribute {attribute!r}; expected one of {', '.join(VALUES)}")
+        query = TEMPLATES[attribute][0].split(" {value}")[0]
+        rows = []
+        for person in self.people:  # every person's biographies are in the pretraining text
+            rng = self._rng("choice", person.id, attribute)
+            options = [person.value(attribute)] + rng.sample(
+                [value for value in VALUES[attribute] if value != person.value(attribute)], choices - 1)
+            rng.shuffle(options)
+            rows.append({"query": query.format(name=person.name), "choices": options,
+                         "gold": options.index(person.value(attribute))})
+        return rows
+
     # ------------------------------------------------------------------------------------- writing
 
     def write(self, output_dir: str) -> dict[str, str]:
@@ -306,6 +323,10 @@ class SyntheticWorld:
             write_named(f"sft_{split}", self.sft_chats(split))
             write_named(f"claims_{split}", self.claims(split))
             write_named(f"topics_{split}", self.question_topics(split))
+        os.makedirs(os.path.join(output_dir, "zeroshot"), exist_ok=True)
+        for attribute in VALUES:
+            paths[f"zeroshot_{attribute}"] = write_jsonl(os.path.join(output_dir, "zeroshot", f"{attribute}.jsonl"),
+                                                         self.multiple_choice(attribute))
         paths["retrieval_eval"] = write_beir(os.path.join(output_dir, "retrieval_eval"), **self.beir("test"))
         return paths
 
