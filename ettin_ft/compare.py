@@ -13,6 +13,7 @@ and plots: the metric against model size (one line per architecture), against th
         --output-dir runs/dynamics -- --data ../shared/data/classification/sst2
     python -m ettin_ft.compare --recipe bias --models encoder-150m,decoder-150m --output-dir runs/bias \
         -- --data ../shared/data/bias/winogender
+    python -m ettin_ft.compare --recipe zeroshot --sizes 17m,32m --output-dir runs/zs -- --data ../shared/data/zeroshot
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from .errors import EttinError, cli_entry
 from .folders import CHECKPOINT, complete_checkpoints
 from .registry import SHAPES, VARIANTS, resolve
 
-RECIPES = ("dense", "colbert", "sparse", "rerank", "classify", "sft", "bias")
+RECIPES = ("dense", "colbert", "sparse", "rerank", "classify", "sft", "bias", "zeroshot")
+# Recipes that score a model as it is: one run per model and revision, no seeds, no final/.
+PROBES = ("bias", "zeroshot")
 # The metric plotted and summarised unless --metric says otherwise: the first one a run reports.
 PRIMARY_METRICS = {
     "classify": ("accuracy", "pearson"),
@@ -44,7 +47,11 @@ PRIMARY_METRICS = {
     "rerank": ("ndcg@10", "nanobeir_ndcg@10"),
     "sft": ("held_out_loss",),
     "bias": ("preference_neutral",),
+    "zeroshot": ("acc_norm",),  # the macro-average over tasks
 }
+# A row's columns that describe the run; every other column is a metric.
+RUN_COLUMNS = ("model", "arch", "variant", "size", "parameters", "revision", "step", "seed", "status", "reused",
+               "wall_s", "error", "folder")
 PLOTS = {"metric_vs_size.png": "the metric against model size, one line per architecture",
          "metric_vs_step.png": "the metric against the pretraining step, one line per model",
          "encoder_minus_decoder.png": "encoder minus decoder, per size (and checkpoint)"}
@@ -57,7 +64,7 @@ class StudyConfig:
     sizes: str | None = field(default=None, metadata={"help": "with --archs instead of --models: e.g. '17m,32m' expands to encoder-17m, decoder-17m, ..."})
     archs: str = field(default="encoder,decoder", metadata={"help": f"variants --sizes expands to: {', '.join(VARIANTS)}"})
     revisions: str | None = field(default=None, metadata={"help": "hub revisions (step10000,ext5000,...), a pretraining run's checkpoint folders or steps (checkpoint-200 or 200, final), or 'all' (every checkpoint of a run folder plus final/; every tag of a hub model)"})
-    seeds: str = field(default="0", metadata={"help": "one run per seed, e.g. '0,1,2' (the bias probe runs once per model)"})
+    seeds: str = field(default="0", metadata={"help": "one run per seed, e.g. '0,1,2' (bias and zeroshot run once per model)"})
     output_dir: str = field(default="runs/compare", metadata={"help": "study folder: runs, logs/, comparison.csv/.json, REPORT.md, plots"})
     metric: str | None = field(default=None, metadata={"help": "metric for REPORT.md's headline and the plots (default: the recipe's main one, e.g. accuracy, ndcg@10)"})
     launcher: str | None = field(default=None, metadata={"help": "command that starts each run instead of this Python, e.g. 'accelerate launch --num_processes 2'"})
@@ -71,7 +78,7 @@ class Run:
     spec: str  # what the recipe's --model gets
     revision: str | None
     step: int | None
-    seed: int | None  # None: the bias probe (no training)
+    seed: int | None  # None: a probe (no training)
     folder: str
     extra_args: list = field(default_factory=list)
     facts: dict = field(default_factory=dict)  # arch, variant, size, parameters
@@ -233,7 +240,7 @@ def plan(config: StudyConfig) -> list[Run]:
     """Every run of the study, in order: model, revision, seed."""
     if config.recipe not in RECIPES:
         raise EttinError(f"--recipe {config.recipe}: expected one of {', '.join(RECIPES)}")
-    seeds = [None] if config.recipe == "bias" else parse_seeds(config.seeds)
+    seeds = [None] if config.recipe in PROBES else parse_seeds(config.seeds)
     runs, labels = [], {}
     entries = model_entries(config)
     short = [folder_label(model) for model, _ in entries]
@@ -257,7 +264,7 @@ def plan(config: StudyConfig) -> list[Run]:
 
 def finished(run: Run, recipe: str) -> bool:
     return os.path.isfile(os.path.join(run.folder, "metrics.json")) and (
-        recipe == "bias" or os.path.isdir(os.path.join(run.folder, "final")))
+        recipe in PROBES or os.path.isdir(os.path.join(run.folder, "final")))
 
 
 def command(run: Run, config: StudyConfig, recipe_args: list[str]) -> list[str]:
@@ -299,7 +306,13 @@ def execute(run: Run, config: StudyConfig, recipe_args: list[str], log_dir: str)
 
 
 def metric_columns(metrics: dict, recipe: str) -> dict[str, float]:
-    """before_<m>/after_<m> for a recipe's metrics.json; the probe's shares and r for the bias probe."""
+    """before_<m>/after_<m> for a recipe's metrics.json; the probe's shares and r for the bias probe; the
+    macro-averages and each task's acc and acc_norm for zero-shot."""
+    if recipe == "zeroshot":
+        columns = dict(metrics["average"])
+        columns.update({f"{task}_{name}": values[name] for task, values in metrics["tasks"].items()
+                        for name in ("acc", "acc_norm")})
+        return columns
     if recipe == "bias":
         columns = {f"preference_{g}": v for g, v in metrics["preference"].items()}
         columns.update({f"gotcha_{g}": v for g, v in metrics["gotcha"].items()})
@@ -314,7 +327,7 @@ def metric_columns(metrics: dict, recipe: str) -> dict[str, float]:
 
 def primary_metric(rows: list[dict], config: StudyConfig) -> str | None:
     """The column the report leads with and the plots show (after_<m>, or the probe's own name)."""
-    columns = {k for row in rows for k in row if k.startswith(("after_", "preference_", "gotcha_", "bls_"))}
+    columns = {k for row in rows for k in row if k not in RUN_COLUMNS and not k.startswith("before_")}
     candidates = [config.metric] if config.metric else list(PRIMARY_METRICS[config.recipe])
     for name in candidates:
         for column in (f"after_{name}", name):
@@ -338,7 +351,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     summary = []
     for (model, revision), members in groups.items():
         ok = [r for r in members if r["status"] == "ok"]
-        metrics = sorted({k for r in ok for k in r if k.startswith(("before_", "after_", "preference_", "gotcha_", "bls_"))})
+        metrics = sorted({k for r in ok for k in r if k not in RUN_COLUMNS})
         values = {m: mean_std([r[m] for r in ok if isinstance(r.get(m), (int, float)) and not math.isnan(r[m])])
                   for m in metrics if any(isinstance(r.get(m), (int, float)) for r in ok)}
         first = members[0]
@@ -349,8 +362,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 
 def write_table(rows: list[dict], output_dir: str) -> None:
-    columns = ["model", "arch", "variant", "size", "parameters", "revision", "step", "seed", "status", "reused",
-               "wall_s", "error", "folder"]
+    columns = list(RUN_COLUMNS)
     columns += sorted({k for row in rows for k in row} - set(columns))
     with open(os.path.join(output_dir, "comparison.csv"), "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
@@ -456,7 +468,7 @@ def write_report(rows: list[dict], config: StudyConfig, recipe_args: list[str]) 
     after = sorted({m for g in groups for m in g["metrics"] if m != metric and not m.startswith("before_")})
     name = (metric or "").removeprefix("after_")
     lines = [f"# {config.recipe}: {len(rows)} runs, {sum(r['status'] == 'ok' for r in rows)} finished", "",
-             f"Recipe arguments: `{shlex.join(recipe_args) or '(none)'}`; seeds: {config.seeds if config.recipe != 'bias' else '-'}. "
+             f"Recipe arguments: `{shlex.join(recipe_args) or '(none)'}`; seeds: {config.seeds if config.recipe not in PROBES else '-'}. "
              f"Values are the mean ± std over seeds.", ""]
     head = ["model", "variant", "size", "revision", "ok/runs"]
     if metric and metric.startswith("after_"):

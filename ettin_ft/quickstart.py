@@ -4,9 +4,10 @@ On the built-in synthetic world: train one tokenizer, pretrain a tiny encoder (M
 (CLM) — same shape, data and recipe, the Ettin idea in miniature — then fine-tune dense, ColBERT, SPLADE
 and reranker models from the encoder, SFT and LoRA chat models from the decoder, and a dense embedder from
 the decoder too (last-token pooling) to compare with the encoder's, and a question-topic classifier from
-each. Every model is evaluated before and
-after on held-out data; DIR gets results.json, REPORT.md and plots. Each stage's folder is an ordinary
-model run the recipe commands accept; a rerun with the same DIR skips finished stages.
+each. Every model is evaluated before and after on held-out data, and both pretrained models are scored
+zero-shot on facts of the world (which of four employers someone works for, ...). DIR gets results.json,
+REPORT.md and plots. Each stage's folder is an ordinary model run the recipe commands accept; a rerun with the
+same DIR skips finished stages.
 
     python -m ettin_ft.quickstart --output-dir runs/quickstart
     python -m ettin_ft.quickstart --output-dir runs/big --people 300 --steps 600 --stages pretrain-encoder,dense
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -254,6 +256,52 @@ def bias_probes(quickstart: Quickstart, stages: list[Stage]) -> dict:
     return results
 
 
+def untrained_model(quickstart: Quickstart, arch: str) -> str:
+    """A folder with the pair's shape and tokenizer, freshly initialised: the "before pretraining" model."""
+    from transformers import AutoTokenizer
+
+    from .models import build_model
+
+    folder = quickstart.path(f"untrained-{arch}")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        import torch
+
+        tokenizer = AutoTokenizer.from_pretrained(quickstart.model_of(f"pretrain-{arch}"))
+        torch.manual_seed(quickstart.config.seed)
+        with atomic_folder(folder) as staging:
+            build_model(quickstart.config.size, arch, tokenizer=tokenizer).save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+    return folder
+
+
+def zeroshot_probes(quickstart: Quickstart, stages: list[Stage]) -> dict:
+    """Zero-shot facts of the world (which of four employers, birth cities, universities, majors someone has, seen
+    in pretraining) for each pretrained model, before pretraining and after; the encoder by both masked rules."""
+    from .zeroshot import ZeroShotConfig, run_zeroshot
+
+    results = {}
+    for stage in (s for s in stages if s.name.startswith("pretrain-")):
+        arch = stage.name.removeprefix("pretrain-")
+        for scoring in ("l2r", "pll") if arch == "encoder" else ("log-likelihood",):
+            label = f"encoder ({scoring})" if arch == "encoder" else arch
+            entry = {}
+            for when, model in (("before", untrained_model(quickstart, arch)), ("after", quickstart.model_of(stage.name))):
+                folder = quickstart.path("zeroshot", f"{arch}-{scoring}-{when}" if arch == "encoder" else f"{arch}-{when}")
+                if os.path.isfile(os.path.join(folder, "metrics.json")):
+                    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
+                        metrics = json.load(handle)
+                else:
+                    metrics = run_zeroshot(ZeroShotConfig(model=model, data=os.path.join(quickstart.world, "zeroshot"),
+                                                          output_dir=folder, encoder_scoring=scoring if arch == "encoder" else "l2r"))
+                entry[when] = {**metrics["average"], **{f"{task}_acc": values["acc"] for task, values in metrics["tasks"].items()}}
+                entry["random"] = statistics.fmean(values["random"] for values in metrics["tasks"].values())
+                entry["items"] = sum(values["items"] for values in metrics["tasks"].values())
+            results[label] = entry
+            print(f"    zero-shot facts, {label}: acc {entry['before']['acc']:.3f} before pretraining -> "
+                  f"{entry['after']['acc']:.3f} after (chance {entry['random']:.3f})", flush=True)
+    return results
+
+
 def check_settings(config: QuickstartConfig) -> None:
     """Record the settings in DIR/quickstart.json; finished stages are only reused under the same ones."""
     settings = {k: v for k, v in to_dict(config).items() if k not in ("output_dir", "stages", "bias_data")}
@@ -300,6 +348,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
         print(f"    {stage.metric}: {record['before'][stage.metric]:.4f} -> {record['after'][stage.metric]:.4f}"
               f" ({record['wall_time_s']:.0f} s)", flush=True)
     results = {"config": to_dict(config), "stages": records, "bias": bias_probes(quickstart, stages),
+               "zeroshot": zeroshot_probes(quickstart, stages),
                "wall_time_s": round(time.perf_counter() - started, 1),
                "stages_wall_time_s": round(sum(r["wall_time_s"] for r in records), 1)}
     write_report(config.output_dir, results)

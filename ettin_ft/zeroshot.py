@@ -122,9 +122,15 @@ def run_zeroshot(config: ZeroShotConfig) -> dict:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    config, _ = parse_config(ZeroShotConfig, argv=argv, prog="python -m ettin_ft.zeroshot",
-                             description="Zero-shot multiple-choice and cloze scores of an encoder (masked scoring) "
-                                         "or a decoder (log-likelihood), on the same continuation tokens.")
+    config, dry_run = parse_config(ZeroShotConfig, argv=argv, prog="python -m ettin_ft.zeroshot",
+                                   description="Zero-shot multiple-choice and cloze scores of an encoder (masked "
+                                               "scoring) or a decoder (log-likelihood), on the same continuation tokens.")
+    if dry_run:  # the inputs checked, nothing scored
+        located = locate_model(config.model, purpose="zero-shot scoring") if config.model else None
+        for task in load_tasks(config.data, config.tasks, config.limit):
+            print(f"{task.name}: {len(task.items)} {task.shape.replace('_', ' ')} items, chance {task.random:.3f}")
+        print(f"model: {located.ref.describe()} ({located.arch})" if located else "model: none given (--model)")
+        return
     metrics = run_zeroshot(config)
     average = metrics["average"]
     print(f"{config.model} ({metrics['arch']}): average acc {average['acc']:.3f}, acc_norm {average['acc_norm']:.3f} "

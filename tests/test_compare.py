@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -118,6 +119,20 @@ def test_study_over_two_checkpoints_of_a_pretrained_pair(pretrained_tiny, world1
         assert f"**{metric}**" in report and "not drawn" not in report, report
         for plot in ("metric_vs_size.png", "metric_vs_step.png", "encoder_minus_decoder.png"):
             assert (output / plot).stat().st_size > 1000
+    output = tmp_path / "zeroshot"  # no training: one run per checkpoint, the synthetic world's facts
+    result = compare("--recipe", "zeroshot", "--models", ",".join(runs), "--revisions", "all", "--output-dir", str(output),
+                     "--", "--data", str(world100_dir / "zeroshot"), "--limit", "40")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = json.loads((output / "comparison.json").read_text())
+    assert [(row["arch"], row["revision"], row["seed"], row["status"]) for row in rows] == [
+        (arch, revision, None, "ok") for arch in ("encoder", "decoder") for revision in ("checkpoint-100", "final")]
+    for row in rows:
+        metrics = json.loads((Path(row["folder"]) / "metrics.json").read_text())
+        assert row["acc_norm"] == metrics["average"]["acc_norm"] and row["employer_acc"] == metrics["tasks"]["employer"]["acc"]
+    report = (output / "REPORT.md").read_text()
+    assert "**acc_norm**" in report and "not drawn" not in report, report
+    for plot in ("metric_vs_size.png", "metric_vs_step.png", "encoder_minus_decoder.png"):
+        assert (output / plot).stat().st_size > 1000
     result = compare("--recipe", "classify", "--models", ",".join(runs), "--revisions", "all",
                      "--output-dir", str(tmp_path / "classify"), "--", *studies["classify"])
     assert result.returncode == 0 and result.stdout.count("finished earlier, kept") == 4, result.stdout

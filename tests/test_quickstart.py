@@ -42,6 +42,15 @@ def test_report_and_every_stage_beating_its_starting_point(quickstart_dir):
         assert (quickstart_dir / plot).read_bytes()[:4] == b"\x89PNG"
     report = (quickstart_dir / "REPORT.md").read_text()
     assert all(f"| {name} |" in report for name in STAGE_NAMES) and "![" in report
+    # zero-shot facts: the decoder learns them in pretraining (beyond two standard errors of a guesser and of its
+    # untrained self); the encoder is reported by both rules, as measured
+    zeroshot = results["zeroshot"]
+    assert set(zeroshot) == {"encoder (l2r)", "encoder (pll)", "decoder"}
+    decoder = zeroshot["decoder"]
+    error = (decoder["random"] * (1 - decoder["random"]) / decoder["items"]) ** 0.5
+    assert decoder["random"] == pytest.approx(0.25) and decoder["after"]["acc"] > decoder["random"] + 2 * error
+    assert decoder["after"]["acc"] > decoder["before"]["acc"] + 2 * error
+    assert "## Zero-shot facts" in report and "| encoder (pll) | 240 |" in report
     if results["config"]["bias_data"]:  # the probe of both pretrained models, beside the other results
         assert set(results["bias"]) == {"encoder", "decoder"}
         assert all(sum(b["preference"].values()) == pytest.approx(1.0) for b in results["bias"].values())
