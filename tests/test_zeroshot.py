@@ -178,6 +178,24 @@ def test_command_on_every_shape(tiny_decoder_dir, tmp_path, capsys):
     assert average["acc"] == pytest.approx(sum(t["acc"] for t in metrics["tasks"].values()) / 3)
 
 
+@pytest.mark.parametrize("source, to", [("encoder", "decoder"), ("decoder", "encoder")])
+def test_converted_models_are_scored_as_their_new_architecture(source, to, tiny_encoder_dir, tiny_decoder_dir,
+                                                               tmp_path, capsys):
+    converted = tmp_path / f"{to}-from-{source}"
+    source_dir = tiny_encoder_dir if source == "encoder" else tiny_decoder_dir
+    assert run_cli_main("convert", capsys, "--model", str(source_dir), "--to", to, "--output-dir", str(converted))[0] == 0
+    status, err, _ = run_cli_main("zeroshot", capsys, "--model", str(converted), "--data", str(write_tasks(tmp_path / "tasks")),
+                                  "--output-dir", str(tmp_path / "out"))
+    assert status == 0, err
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["arch"] == to and set(metrics["tasks"]) == {"facts", "pronouns", "lastword"}
+    model, tokenizer = loaded(converted, to)
+    first = json.loads((tmp_path / "out" / "items.jsonl").read_text().splitlines()[0])
+    requests = [encode_request(tokenizer, *pair) for pair in
+                [("Alice Lee works for", " Beacon Logistics"), ("Alice Lee works for", " Cobalt Mining"), ("Alice Lee works for", " Aurora")]]
+    assert first["loglik"] == pytest.approx([total for total, _ in Scorer(model, tokenizer, to).score(requests)], abs=1e-4)
+
+
 def test_encoder_through_lm_eval_equals_the_command(tiny_encoder_dir, tmp_path, capsys):
     """EncoderLM behind lm_eval.simple_evaluate, on a local task YAML, gives the command's per-choice scores."""
     import lm_eval
@@ -244,16 +262,18 @@ def test_bad_input_one_line_exit_2_no_output(kind, tiny_encoder_dir, tmp_path, c
 
 
 @pytest.mark.slow
-def test_a_tiny_pretrained_decoder_knows_the_world_and_an_untrained_one_does_not(pretrained_tiny, tiny_decoder_dir,
-                                                                              world100_dir, tmp_path, capsys):
+def test_a_tiny_pretrained_decoder_knows_the_world_and_untrained_models_do_not(pretrained_tiny, tiny_encoder_dir,
+                                                                            tiny_decoder_dir, world100_dir, tmp_path, capsys):
+    """Facts seen in pretraining (which of four employers, cities, universities, majors someone has): the decoder
+    picks the right one above chance after 200 steps of the tiny shape; untrained models of both kinds guess. (The
+    encoder pretrained as long scored 0.27 by l2r here, at chance: the quickstart's report shows it as measured.)"""
     scores = {}
-    for name, model in (("pretrained", pretrained_tiny("decoder")), ("untrained", tiny_decoder_dir)):
+    for name, model in (("decoder", pretrained_tiny("decoder")), ("untrained decoder", tiny_decoder_dir),
+                        ("untrained encoder", tiny_encoder_dir)):
         status, err, _ = run_cli_main("zeroshot", capsys, "--model", str(model), "--data", str(world100_dir / "zeroshot"),
                                       "--output-dir", str(tmp_path / name))
         assert status == 0, err
-        scores[name] = json.loads((tmp_path / name / "metrics.json").read_text())
-    chance = scores["pretrained"]["tasks"]["employer"]["random"]
-    items = sum(task["items"] for task in scores["pretrained"]["tasks"].values())
-    margin = 2 * math.sqrt(chance * (1 - chance) / items)  # two standard errors of a guesser's accuracy
-    assert scores["pretrained"]["average"]["acc"] > chance + margin
-    assert abs(scores["untrained"]["average"]["acc"] - chance) < 1.5 * margin
+        scores[name] = json.loads((tmp_path / name / "metrics.json").read_text())["average"]["acc"]
+    margin = 2 * math.sqrt(0.25 * 0.75 / (4 * 100))  # two standard errors of a guesser's accuracy on 4 × 100 items
+    assert scores["decoder"] > 0.25 + margin, scores
+    assert abs(scores["untrained decoder"] - 0.25) < margin and abs(scores["untrained encoder"] - 0.25) < margin, scores
