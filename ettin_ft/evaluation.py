@@ -11,6 +11,7 @@ import os
 
 from .data.loading import BeirSplit, reach_hub_dataset
 from .errors import EttinError
+from .hub import unreachable_because
 
 SHARED_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 COLBERT_SCORE_BUDGET = 2**27  # float32 token scores per exact-MaxSim corpus chunk
@@ -130,7 +131,7 @@ def nanobeir_evaluator(kind: str, sets: str = "all", dataset_id: str = NANOBEIR_
             reach_hub_dataset(dataset_id)
         except Exception as error:  # network failures surface as several httpx/OSError types
             raise EttinError(f"cannot reach {dataset_id} on the Hugging Face hub for the NanoBEIR evaluation "
-                             f"({type(error).__name__}); evaluate on a local BEIR folder with --eval-beir instead") from None
+                             f"({unreachable_because(error)}); evaluate on a local BEIR folder with --eval-beir instead") from None
     arguments = dict(dataset_names=names, batch_size=batch_size, write_csv=False)
     retrieval = dict(mrr_at_k=[10], ndcg_at_k=[10], precision_recall_at_k=[100], accuracy_at_k=[1], map_at_k=[100])
     try:

@@ -20,6 +20,11 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false")
 
 
+def unreachable_because(error: Exception) -> str:
+    """Why the hub could not serve a request, for an error line: the offline setting or the client's error."""
+    return "HF_HUB_OFFLINE is set and it is not in the local cache" if hub_offline() else type(error).__name__
+
+
 def _from_cache(ref: ModelRef) -> str | None:
     from huggingface_hub import snapshot_download
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import datasets
 
 from ..errors import EttinError
+from ..hub import hub_offline, unreachable_because
 
 LOCAL_FORMATS = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 
@@ -147,13 +148,14 @@ def is_beir_folder(path: str) -> bool:
 
 
 def reach_hub_dataset(repo: str, revision: str | None = None) -> None:
-    """One quick request for a hub dataset, raising the client's error: loading it would retry for
-    minutes when offline. Nothing to check when HF_HUB_OFFLINE asks for the local cache."""
-    from huggingface_hub import HfApi
+    """One quick request for a hub dataset, raising the client's error: loading it would retry for minutes when
+    offline. With HF_HUB_OFFLINE set the dataset must be in the local cache, else the client's not-cached error:
+    both cases fail alike, before anything loads."""
+    from huggingface_hub import HfApi, snapshot_download
 
-    from ..hub import hub_offline
-
-    if not hub_offline():
+    if hub_offline():
+        snapshot_download(repo, repo_type="dataset", revision=revision, local_files_only=True)
+    else:
         HfApi().dataset_info(repo, revision=revision, timeout=10)
 
 
@@ -165,7 +167,7 @@ def _load_hub(name: str, config_name: str | None, split: str, streaming: bool):
         return datasets.load_dataset(repo, config_name, split=split, revision=revision, streaming=streaming)
     except Exception as error:
         raise EttinError(
-            f"cannot load dataset {name!r} (split {split!r}) from the Hugging Face hub ({type(error).__name__}); "
+            f"cannot load dataset {name!r} (split {split!r}) from the Hugging Face hub ({unreachable_because(error)}); "
             "pass a local .jsonl/.csv/.parquet/.txt file or folder instead"
         ) from None
 
