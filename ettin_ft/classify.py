@@ -35,6 +35,9 @@ from .tokenizer import set_post_processing
 
 @dataclass
 class ClassifyConfig(RecipeConfig):
+    INTENDED_USE = "sequence classification (or regression) of single texts or text pairs with AutoModelForSequenceClassification"
+    PIPELINE_TAG = "text-classification"
+
     task: str | None = field(default=None, metadata={"help": f"GLUE task from the hub ({', '.join(GLUE_TASKS)}) with its ModernBERT settings"})
     eval_data: str | None = field(default=None, metadata={"help": "evaluation file (default: the folder's validation file, else held-out --data rows)"})
     text_columns: str | None = field(default=None, metadata={"help": "one or two text columns, e.g. 'premise,hypothesis' (default: text, sentence1,sentence2 or premise,hypothesis)"})

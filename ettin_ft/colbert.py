@@ -27,6 +27,9 @@ DEFAULTS, (KD_DATA, _, _) = release_settings("colbert")
 
 @dataclass
 class ColbertConfig(RetrievalConfig):
+    INTENDED_USE = "multi-vector (late-interaction) retrieval with pylate: index passages, search with MaxSim"
+    PIPELINE_TAG = "sentence-similarity"
+
     objective: str = field(default="auto", metadata={"help": "auto (distillation on the default data or when --queries is given; contrastive otherwise), distillation or contrastive"})
     queries: str | None = field(default=None, metadata={"help": "distillation: queries (query_id, text); default: the hub dataset's 'queries' subset"})
     documents: str | None = field(default=None, metadata={"help": "distillation: documents (document_id, text); default: the 'documents' subset"})

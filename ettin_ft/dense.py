@@ -26,6 +26,9 @@ DEFAULTS, RELEASE_DATA = release_settings("dense")
 
 @dataclass
 class DenseConfig(RetrievalConfig):
+    INTENDED_USE = "dense retrieval and semantic similarity: encode queries and passages with sentence-transformers and compare them by cosine similarity"
+    PIPELINE_TAG = "sentence-similarity"
+
     pooling: str = field(default="auto", metadata={"help": "auto (mean for encoders, lasttoken for decoders), mean, cls or lasttoken"})
     mini_batch_size: int = field(default=16, metadata={"help": "CachedMNRL mini-batch (memory), not the effective batch"})
     matryoshka_dims: str | None = field(default=None, metadata={"help": "e.g. '768,512,256,128,64' to train Matryoshka embeddings"})

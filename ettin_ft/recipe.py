@@ -16,8 +16,9 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from .cards import write_model_cards
 from .config import dump_yaml, parse_config, plain, shipped_config, to_dict
 from .data.loading import check_texts, load_beir, load_data
 from .evaluation import NANOBEIR_EN
@@ -35,6 +36,10 @@ NON_TEXT_COLUMNS = ("label",)
 
 @dataclass
 class RecipeConfig:
+    # What the model card says the result is for, and its hub pipeline tag (each recipe names its own).
+    INTENDED_USE: ClassVar[str] = ""
+    PIPELINE_TAG: ClassVar[str | None] = None
+
     model: str = field(default="150m", metadata={"help": "Ettin short name (150m), hub id[@revision] or local folder (e.g. a pretrain run's final/)"})
     data: str | None = field(default=None, metadata={"help": "training data: local .jsonl/.csv/.parquet file or folder, or a hub dataset (default: the recipe's Ettin-release dataset)"})
     data_config: str | None = field(default=None, metadata={"help": "hub dataset configuration"})
@@ -275,22 +280,32 @@ def publish_from_main(model, tokenizer, output_dir: str, name: str) -> str:
     return path
 
 
+def run_settings(config, training_args) -> dict:
+    """config.yaml's content: the recipe's fields and the training arguments that differ from the library's."""
+    defaults = {f.name: f.default for f in dataclasses.fields(training_args) if f.default is not dataclasses.MISSING}
+    changed = {k: v for k, v in to_dict(training_args).items() if k not in defaults or plain(defaults[k]) != v}
+    return {**to_dict(config), "training_arguments": changed}
+
+
 def write_results(output_dir: str, config, training_args, before: dict, after: dict, trainer=None,
                   extra: dict | None = None) -> None:
-    """config.yaml, metrics.json (plus ``extra`` entries) and (with ``trainer``) the log as log_history.jsonl,
-    written by the main process."""
+    """config.yaml, metrics.json (plus ``extra`` entries), (with ``trainer``) the log as log_history.jsonl, and
+    the model cards of the published model folders, written by the main process."""
     if not is_main_process():
         return
     os.makedirs(output_dir, exist_ok=True)
     if trainer is not None:
         with open(os.path.join(output_dir, "log_history.jsonl"), "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in trainer.state.log_history)
-    defaults = {f.name: f.default for f in dataclasses.fields(training_args) if f.default is not dataclasses.MISSING}
-    changed = {k: v for k, v in to_dict(training_args).items() if k not in defaults or plain(defaults[k]) != v}
+    settings = run_settings(config, training_args)
     with open(os.path.join(output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
-        handle.write(dump_yaml({**to_dict(config), "training_arguments": changed}))
+        handle.write(dump_yaml(settings))
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
         json.dump({"before": before, "after": after, **(extra or {})}, handle, indent=2, ensure_ascii=False)
+    dataset = getattr(trainer, "train_dataset", None)
+    write_model_cards(output_dir, intended_use=config.INTENDED_USE, base_model=config.model, data=config.data,
+                      rows=len(dataset) if hasattr(dataset, "__len__") else None, settings=settings, before=before,
+                      after=after, pipeline_tag=config.PIPELINE_TAG)
 
 
 def skip_last_checkpoint(trainer) -> None:

@@ -39,6 +39,9 @@ FORMAT_COLUMNS = {"conversational": ["messages"], "prompt-completion": ["prompt"
 
 @dataclass
 class SftRecipeConfig(RecipeConfig):
+    INTENDED_USE = "chat: generate assistant replies with its chat template (transformers or trl)"
+    PIPELINE_TAG = "text-generation"
+
     model: str = field(default="150m", metadata={"help": "Ettin decoder: short name (150m), hub id[@revision] or local folder"})
     all_tokens: bool = field(default=False, metadata={"help": "train on every token, not only the assistant's (or the completion's)"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of every weight"})

@@ -24,6 +24,9 @@ DEFAULTS, RELEASE_DATA = release_settings("sparse")
 
 @dataclass
 class SparseConfig(RetrievalConfig):
+    INTENDED_USE = "sparse (SPLADE) retrieval with sentence-transformers' SparseEncoder: vocabulary-weighted vectors for an inverted index"
+    PIPELINE_TAG = "feature-extraction"
+
     query_regularizer_weight: float = field(default=5e-5, metadata={"help": "FLOPS regularizer weight on queries"})
     document_regularizer_weight: float = field(default=3e-5, metadata={"help": "FLOPS regularizer weight on documents"})
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from .conftest import NATIVE_BF16, run_cli_main, shared_data
@@ -80,6 +81,20 @@ def test_learns_the_synthetic_question_topics(arch, bf16, pretrained_tiny, world
     assert ("bf16: true" in (tmp_path / "topics" / "config.yaml").read_text()) == bf16
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "topics" / "final")
     assert reloaded.config.id2label == model.config.id2label
+    assert_model_card(tmp_path / "topics", "final", "accuracy")
+
+
+def assert_model_card(run, folder: str, metric: str) -> None:
+    """The folder's README.md is a hub model card naming the base model and data, with the run's metric before
+    and after exactly as metrics.json holds them."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(run / folder / "README.md")
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert "ettin-ft" in card.data.tags and card.data.pipeline_tag == "text-classification"
+    assert f"| {metric} | {json.dumps(metrics['before'][metric])} | {json.dumps(metrics['after'][metric])} |" in card.text
+    assert config["model"] in card.text and config["data"] in card.text
 
 
 def test_device_and_precision_are_settled_in_one_place(tmp_path):
@@ -171,6 +186,8 @@ def test_lora_lowers_the_loss_and_merges_exactly(arch, pretrained_tiny, world100
                                                          return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(merged(**batch).logits, adapted(**batch).logits, rtol=1e-4, atol=1e-4)
+    for folder in ("final", "adapter"):
+        assert_model_card(out, folder, "accuracy")
 
 
 def test_seeds_run_apart_and_are_summarised(pretrained_tiny, world100_dir, tmp_path, capsys):

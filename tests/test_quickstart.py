@@ -57,6 +57,18 @@ def test_report_and_every_stage_beating_its_starting_point(quickstart_dir):
         assert "| encoder |" in report and "| decoder |" in report and "WinoGender" in report
 
 
+def test_every_final_folder_has_a_model_card_with_its_metrics(quickstart_dir):
+    from huggingface_hub import ModelCard
+
+    for record in json.loads((quickstart_dir / "results.json").read_text())["stages"]:
+        run = quickstart_dir / record["stage"]
+        card = ModelCard.load(run / "final" / "README.md")
+        metrics = json.loads((run / "metrics.json").read_text())
+        metric = record["metric"]
+        assert f"| {metric} | {json.dumps(metrics['before'][metric])} | {json.dumps(metrics['after'][metric])} |" in card.text
+        assert "ettin-ft" in card.data.tags and "Intended use" in card.text, record["stage"]
+
+
 def test_stage_folders_are_ordinary_recipe_outputs(quickstart_dir):
     from sentence_transformers import SentenceTransformer
 

@@ -21,7 +21,8 @@ from datasets.distributed import split_dataset_by_node
 from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 
-from ..config import save_config
+from ..cards import write_model_cards
+from ..config import save_config, to_dict
 from ..errors import EttinError
 from ..hub import locate
 from ..models import build_model, load_model, locate_model
@@ -298,6 +299,13 @@ def _pretrain(config) -> str:
                  "mfu": last["mfu"], "padding_share": padding}
         with open(os.path.join(config.output_dir, "metrics.json"), "w") as handle:
             json.dump({"before": before, "after": after, "train": train}, handle, indent=2)
+        use = {"encoder": "a base encoder (masked-language model: fill-mask) to fine-tune into embedders, rerankers "
+                          "and classifiers", "decoder": "a base decoder (causal language model) to fine-tune into chat "
+                          "models and classifiers, or to score text"}[config.arch]
+        write_model_cards(config.output_dir, intended_use=use, base_model=config.init, data=config.data,
+                          rows=len(train_documents) if hasattr(train_documents, "__len__") else None,
+                          settings=to_dict(config), before=before, after=after,
+                          pipeline_tag="fill-mask" if config.arch == "encoder" else "text-generation")
         shutil.rmtree(os.path.join(config.output_dir, "tokenized"), ignore_errors=True)  # kept for --resume only
         accelerator.print(f"saved {final}: held-out loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}")
     accelerator.end_training()
