@@ -29,7 +29,7 @@ from .data.classification import GLUE_TASKS, ClassificationData, glue_task, load
 from .errors import EttinError, cli_entry
 from .evaluation import classification_metrics
 from .recipe import (RecipeConfig, column_mapping, locate_model, model_kwargs, parse_recipe, prepare_run, print_dry_run,
-                     publish_from_main, publish_trained, train_and_save, write_results)
+                     publish_from_main, publish_trained, release_recipe, train_and_save, write_results)
 from .tokenizer import set_post_processing
 
 
@@ -194,6 +194,12 @@ def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
     summary = summarise(runs)
     write_results(args.output_dir, config, args, summary.pop("before"), summary.pop("after"), extra=summary)
     return model
+
+
+def release(output_dir: str, **overrides):
+    """The release settings (configs/classify.yaml) as (ClassifyConfig, TrainingArguments), exactly as the command line resolves
+    them, with ``overrides`` naming fields of either: ``train_classify(*release("runs/x", learning_rate=1e-4))``."""
+    return release_recipe(ClassifyConfig, TrainingArguments, release_defaults(["--task", overrides["task"]] if overrides.get("task") else []), output_dir, overrides, "ettin_ft.classify")
 
 
 @cli_entry

@@ -20,7 +20,7 @@ from transformers import set_seed
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, prepare_run, release_settings, train_and_save)
+                     parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings, train_and_save)
 
 DEFAULTS, (KD_DATA, _, _) = release_settings("colbert")
 
@@ -84,6 +84,12 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
                                          data_collator=utils.ColBERTCollator(model.tokenize))
     train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
     return model
+
+
+def release(output_dir: str, **overrides):
+    """The release settings (configs/colbert.yaml) as (ColbertConfig, SentenceTransformerTrainingArguments), exactly as the command line resolves
+    them, with ``overrides`` naming fields of either: ``train_colbert(*release("runs/x", learning_rate=1e-4))``."""
+    return release_recipe(ColbertConfig, SentenceTransformerTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.colbert")
 
 
 @cli_entry

@@ -19,7 +19,8 @@ from transformers import set_seed
 
 from .errors import cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, prepare_run, release_settings, split_held_out, train_and_save)
+                     parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings, split_held_out,
+                     train_and_save)
 
 DEFAULTS, RELEASE_DATA = release_settings("dense")
 
@@ -70,6 +71,12 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
                                          evaluator=SequentialEvaluator(list(evaluators.values())) if evaluators else None)
     train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
     return model
+
+
+def release(output_dir: str, **overrides):
+    """The release settings (configs/dense.yaml) as (DenseConfig, SentenceTransformerTrainingArguments), exactly as the command line resolves
+    them, with ``overrides`` naming fields of either: ``train_dense(*release("runs/x", learning_rate=1e-4))``."""
+    return release_recipe(DenseConfig, SentenceTransformerTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.dense")
 
 
 @cli_entry

@@ -93,6 +93,20 @@ def parse_recipe(config_class, arguments_class, defaults: dict[str, Any], argv, 
                                   "ddp_find_unused_parameters": False, **defaults})
 
 
+def release_recipe(config_class, arguments_class, defaults: dict[str, Any], output_dir: str, overrides: dict[str, Any],
+                   prog: str):
+    """A recipe's ``release()``: the (config, training arguments) the command line resolves from its YAML for
+    ``--output-dir output_dir``, with ``overrides`` naming fields of either object as a --config file would."""
+    fields = {f.name for cls in (config_class, arguments_class) for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise EttinError(f"{prog}.release(): unknown setting(s) {', '.join(unknown)}; expected fields of "
+                         f"{config_class.__name__} or {arguments_class.__name__}")
+    config, args, _ = parse_recipe(config_class, arguments_class, {**defaults, **overrides}, ["--output-dir", output_dir],
+                                   prog, "")
+    return config, args
+
+
 def prepare_run(config: RecipeConfig, args, runtime=None):
     """Settle device, precision and the run folder in one place for the command line and for Python:
     (args, runtime).

@@ -29,8 +29,8 @@ from .models import lora_target_modules
 from .generate import generate
 from .tokenizer import add_chat_support
 from .recipe import (RecipeConfig, is_main_process, load_training_data, locate_model, model_kwargs, parse_recipe,
-                     prepare_run, print_dry_run, publish_from_main, publish_trained, release_settings, split_held_out,
-                     train_and_save)
+                     prepare_run, print_dry_run, publish_from_main, publish_trained, release_recipe, release_settings,
+                     split_held_out, train_and_save)
 
 DEFAULTS, RELEASE_DATA = release_settings("sft")
 LORA_DEFAULTS = shipped_config("lora")
@@ -207,6 +207,12 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
 
     train_and_save(trainer, config, args, evaluate, save=save, extra=extra)
     return trained["model"]
+
+
+def release(output_dir: str, **overrides):
+    """The release settings (configs/sft.yaml) as (SftRecipeConfig, SFTConfig), exactly as the command line resolves
+    them, with ``overrides`` naming fields of either: ``train_sft(*release("runs/x", learning_rate=1e-4))``."""
+    return release_recipe(SftRecipeConfig, SFTConfig, release_defaults(["--lora", "true"] if overrides.get("lora") else []), output_dir, overrides, "ettin_ft.sft")
 
 
 @cli_entry

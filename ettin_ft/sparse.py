@@ -17,7 +17,7 @@ from transformers import set_seed
 
 from .errors import cli_entry
 from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, print_dry_run, prepare_run, release_settings, train_and_save)
+                     parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings, train_and_save)
 
 DEFAULTS, RELEASE_DATA = release_settings("sparse")
 
@@ -55,6 +55,12 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
     train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
     return model
+
+
+def release(output_dir: str, **overrides):
+    """The release settings (configs/sparse.yaml) as (SparseConfig, SparseEncoderTrainingArguments), exactly as the command line resolves
+    them, with ``overrides`` naming fields of either: ``train_sparse(*release("runs/x", learning_rate=1e-4))``."""
+    return release_recipe(SparseConfig, SparseEncoderTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.sparse")
 
 
 @cli_entry
