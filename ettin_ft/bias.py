@@ -40,7 +40,6 @@ class BiasConfig:
     output_dir: str = field(default="runs/bias", metadata={"help": "folder for metrics.json and items.jsonl"})
     batch_size: int = field(default=32, metadata={"help": "sentences per forward pass"})
     device: str | None = field(default=None, metadata={"help": "cuda or cpu (default: CUDA when present)"})
-    seed: int = field(default=0, metadata={"help": "accepted so that a study can pass one; the probe is deterministic"})
 
 
 @dataclass(frozen=True)

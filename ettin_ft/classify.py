@@ -48,7 +48,6 @@ class ClassifyConfig(RecipeConfig):
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
-    merge: bool = field(default=False, metadata={"help": "accepted as in sft; with --lora, DIR/final/ always holds the merged classifier (an adapter alone cannot carry the label set) and DIR/adapter/ the adapter"})
     seeds: str | None = field(default=None, metadata={"help": "e.g. '0,1,2': one run per seed in DIR/seed-N/, mean and std in DIR/metrics.json"})
 
 
@@ -123,8 +122,6 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
     """Fine-tune a classifier as ``config`` says; returns it (with --seeds: the last seed's)."""
     if config.seeds and not dry_run:
         return train_seeds(config, args, runtime)
-    if config.merge and not config.lora:
-        raise EttinError("--merge applies to LoRA training; add --lora")
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     data = load_data(config)  # every input check before the model loads

@@ -36,6 +36,12 @@ class ColbertConfig(RetrievalConfig):
     query_length: int = field(default=32, metadata={"help": "query tokens (ColBERT query augmentation pads to this)"})
     document_length: int = field(default=300, metadata={"help": "maximum document tokens"})
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_seq_length is not None:  # pylate sizes queries and documents apart
+            raise EttinError(f"--max-seq-length {self.max_seq_length} does not apply to ColBERT; set --query-length "
+                             f"({self.query_length}) and --document-length ({self.document_length}) instead")
+
 
 def build_model(config: ColbertConfig, runtime, located=None) -> models.ColBERT:
     ref = (located or locate_model(config, "colbert")).ref

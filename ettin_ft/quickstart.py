@@ -97,9 +97,12 @@ class Quickstart:
         ))
 
     def training_args(self, arguments_class, stage: str, steps: int, lr: float, batch: int, warmup: float = 0, **extra):
+        import torch  # the fine-tuning stages run on a GPU when there is one, as pretraining does
+
         return arguments_class(output_dir=self.path(stage), max_steps=self.steps(steps), learning_rate=lr,
                                per_device_train_batch_size=batch, warmup_steps=warmup, logging_steps=5,
-                               save_strategy="no", report_to="none", use_cpu=True, seed=self.config.seed, **extra)
+                               save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
+                               seed=self.config.seed, **extra)
 
     def retrieval_data(self) -> dict:
         return {"data": os.path.join(self.world, "retrieval_train.jsonl"),

@@ -173,7 +173,7 @@ def test_lora_lowers_the_loss_and_merges_exactly(arch, pretrained_tiny, world100
 
     out = tmp_path / "lora"
     status, err, _ = run_cli_main("classify", capsys, "--model", str(pretrained_tiny(arch)), "--data",
-                                  str(world100_dir / "topics_train.jsonl"), "--lora", "--merge", "--output-dir", str(out),
+                                  str(world100_dir / "topics_train.jsonl"), "--lora", "--output-dir", str(out),
                                   "--max-steps", "30", *FAST)
     assert status == 0, err[-5:]
     losses = logged_losses(out)
