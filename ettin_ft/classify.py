@@ -39,6 +39,7 @@ class ClassifyConfig(RecipeConfig):
     PIPELINE_TAG = "text-classification"
 
     task: str | None = field(default=None, metadata={"help": f"GLUE task from the hub ({', '.join(GLUE_TASKS)}) with its ModernBERT settings"})
+    max_seq_length: int | None = field(default=256, metadata={"help": "maximum tokens per text (pair)"})
     eval_data: str | None = field(default=None, metadata={"help": "evaluation file (default: the folder's validation file, else held-out --data rows)"})
     text_columns: str | None = field(default=None, metadata={"help": "one or two text columns, e.g. 'premise,hypothesis' (default: text, sentence1,sentence2 or premise,hypothesis)"})
     label_column: str = field(default="label", metadata={"help": "label column: integers, strings, or floats (regression)"})

@@ -43,6 +43,7 @@ class SftRecipeConfig(RecipeConfig):
     PIPELINE_TAG = "text-generation"
 
     model: str = field(default="150m", metadata={"help": "Ettin decoder: short name (150m), hub id[@revision] or local folder"})
+    held_out: int = field(default=200, metadata={"help": "training rows held out for the held-out loss (and the sampled answers)"})
     all_tokens: bool = field(default=False, metadata={"help": "train on every token, not only the assistant's (or the completion's)"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of every weight"})
     lora_r: int = field(default=32, metadata={"help": "LoRA rank"})

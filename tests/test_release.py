@@ -37,3 +37,22 @@ def test_an_unknown_override_is_refused():
 
     with pytest.raises(EttinError, match="unknown setting.*learning_rat; expected fields of DenseConfig"):
         dense.release("runs/x", learning_rat=1e-4)
+
+
+@pytest.mark.parametrize("recipe, yaml_name, config_class", [
+    ("dense", "dense", "DenseConfig"), ("colbert", "colbert", "ColbertConfig"), ("sparse", "sparse", "SparseConfig"),
+    ("rerank", "rerank", "RerankConfig"), ("sft", "sft", "SftRecipeConfig"), ("sft", "lora", "SftRecipeConfig"),
+    ("classify", "classify/default", "ClassifyConfig"),
+])
+def test_no_dataclass_default_contradicts_its_yaml(recipe, yaml_name, config_class):
+    """A config built in Python without release() still gets the release's values for the fields the YAML sets
+    (the release data, which applies only when --data is not given, and the LoRA switch of lora.yaml excepted)."""
+    import dataclasses
+
+    from ettin_ft.config import shipped_config
+
+    release = shipped_config(yaml_name)
+    owned_elsewhere = {"data", "data_config", "max_samples", "lora"}
+    for field in dataclasses.fields(getattr(importlib.import_module(f"ettin_ft.{recipe}"), config_class)):
+        if field.name in release and field.name not in owned_elsewhere:
+            assert field.default == release[field.name], (yaml_name, field.name, field.default, release[field.name])
