@@ -195,8 +195,8 @@ def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/classify.yaml) as (ClassifyConfig, TrainingArguments), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_classify(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/classify.yaml) as (ClassifyConfig, TrainingArguments), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_classify(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(ClassifyConfig, TrainingArguments, release_defaults(["--task", overrides["task"]] if overrides.get("task") else []), output_dir, overrides, "ettin_ft.classify")
 
 

@@ -93,8 +93,8 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/colbert.yaml) as (ColbertConfig, SentenceTransformerTrainingArguments), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_colbert(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/colbert.yaml) as (ColbertConfig, SentenceTransformerTrainingArguments), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_colbert(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(ColbertConfig, SentenceTransformerTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.colbert")
 
 

@@ -74,8 +74,8 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/dense.yaml) as (DenseConfig, SentenceTransformerTrainingArguments), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_dense(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/dense.yaml) as (DenseConfig, SentenceTransformerTrainingArguments), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_dense(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(DenseConfig, SentenceTransformerTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.dense")
 
 

@@ -113,8 +113,8 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/rerank.yaml) as (RerankConfig, CrossEncoderTrainingArguments), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_rerank(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/rerank.yaml) as (RerankConfig, CrossEncoderTrainingArguments), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_rerank(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(RerankConfig, CrossEncoderTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.rerank")
 
 

@@ -211,8 +211,8 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/sft.yaml) as (SftRecipeConfig, SFTConfig), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_sft(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/sft.yaml) as (SftRecipeConfig, SFTConfig), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_sft(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(SftRecipeConfig, SFTConfig, release_defaults(["--lora", "true"] if overrides.get("lora") else []), output_dir, overrides, "ettin_ft.sft")
 
 

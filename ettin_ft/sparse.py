@@ -58,8 +58,8 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/sparse.yaml) as (SparseConfig, SparseEncoderTrainingArguments), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_sparse(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/sparse.yaml) as (SparseConfig, SparseEncoderTrainingArguments), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_sparse(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(SparseConfig, SparseEncoderTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.sparse")
 
 
