@@ -50,13 +50,13 @@ def step_timer(marks: list):
 def run_ettin(args, model_dir: str, packing: bool, lora: bool, marks: list) -> None:
     """The package's own path: the functions train_sft is made of, minus its before/after evaluation."""
     from ettin_ft.runtime import choose_runtime
-    from ettin_ft.sft import SftRecipeConfig, build_model, build_trainer, load_sft_data, locate, lora_config, with_bos
+    from ettin_ft.sft import SftRecipeConfig, build_chat_model, build_trainer, load_sft_data, locate_decoder, lora_config, with_bos
 
     config = SftRecipeConfig(model=model_dir, data=str(CHATS), max_samples=args.rows, held_out=0, lora=lora,
                              precision="fp32")
-    located = locate(config)
+    located = locate_decoder(config)
     train, held_out, fmt = load_sft_data(config)
-    model, tokenizer = build_model(config, choose_runtime(precision="fp32"), located)
+    model, tokenizer = build_chat_model(config, choose_runtime(precision="fp32"), located)
     train = with_bos(train, fmt, tokenizer.bos_token)
     trainer = build_trainer(config, sft_args(args, tempfile.mkdtemp(), packing, lora), model, tokenizer, train, None, fmt,
                             peft_config=lora_config(config, located) if lora else None)
@@ -135,14 +135,14 @@ def main() -> None:
 
     import torch
 
-    from ettin_ft.models import build_model
+    from ettin_ft.models import build_chat_model
     from ettin_ft.tokenizer import train_tokenizer
 
     model_dir = tempfile.mkdtemp(prefix="bench-sft-model-")
     texts = [m["content"] for line in CHATS.read_text(encoding="utf-8").splitlines() for m in json.loads(line)["messages"]]
     tokenizer = train_tokenizer(texts, vocab_size=50368, arch="decoder", min_frequency=1)
     torch.manual_seed(0)
-    build_model(args.size, "decoder", tokenizer=tokenizer).save_pretrained(model_dir)
+    build_chat_model(args.size, "decoder", tokenizer=tokenizer).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     rows = []
     for lora in [{"full": "no", "lora": "yes"}[m] for m in args.methods.split(",")]:

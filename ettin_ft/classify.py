@@ -70,7 +70,7 @@ def load_data(config: ClassifyConfig) -> ClassificationData:
                                     data_split=config.data_split)
 
 
-def build_model(config: ClassifyConfig, data: ClassificationData, runtime):
+def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
     """(classifier, tokenizer, arch): the pretrained model with a new head sized to the labels (or --init-from's)."""
     located = locate_model(config, "classify", allowed=("encoder", "decoder"))
     ref, arch = located.ref, located.arch
@@ -126,7 +126,7 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     data = load_data(config)  # every input check before the model loads
-    model, tokenizer, _ = build_model(config, data, runtime)
+    model, tokenizer, _ = build_classifier(config, data, runtime)
     if dry_run:
         print_dry_run(config, args, model, data.train)
         return model
@@ -137,7 +137,7 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
     trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer))
 
-    def evaluate() -> dict:
+    def measure() -> dict:
         return classification_metrics(predictions_of(trainer, evaluation, data.regression), labels, extra, data.regression)
 
     majority = classification_metrics([data.majority_prediction()] * len(labels), labels, extra, data.regression)
@@ -153,7 +153,7 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
         trained["model"] = trained["model"].merge_and_unload()
         publish_from_main(trained["model"], tokenizer, args.output_dir, "final")
 
-    train_and_save(trainer, config, args, evaluate, save=save, extra=lambda: {"majority": majority})
+    train_and_save(trainer, config, args, measure, save=save, extra=lambda: {"majority": majority})
     return trained["model"]
 
 
@@ -195,8 +195,8 @@ def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/classify.yaml) as (ClassifyConfig, TrainingArguments), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_classify(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/classify.yaml) as (ClassifyConfig, TrainingArguments), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_classify(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(ClassifyConfig, TrainingArguments, release_defaults(["--task", overrides["task"]] if overrides.get("task") else []), output_dir, overrides, "ettin_ft.classify")
 
 

@@ -19,8 +19,8 @@ from transformers import set_seed
 
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
-from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings, train_and_save)
+from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
+                     prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, train_and_save)
 
 DEFAULTS, (KD_DATA, _, _) = release_settings("colbert")
 
@@ -43,7 +43,7 @@ class ColbertConfig(RetrievalConfig):
                              f"({self.query_length}) and --document-length ({self.document_length}) instead")
 
 
-def build_model(config: ColbertConfig, runtime, located=None) -> models.ColBERT:
+def build_colbert(config: ColbertConfig, runtime, located=None) -> models.ColBERT:
     ref = (located or locate_model(config, "colbert")).ref
     return models.ColBERT(model_name_or_path=ref.path, revision=ref.revision, device=str(runtime.device),
                           query_length=config.query_length, document_length=config.document_length,
@@ -81,20 +81,20 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
     else:
         raise EttinError(f"unknown --objective {objective!r}; expected auto, distillation or contrastive")
     evaluators = evaluators_for("colbert", config)
-    model = build_model(config, runtime, located)  # after every input check
+    model = build_colbert(config, runtime, located)  # after every input check
     loss = losses.Distillation(model=model) if objective == "distillation" else losses.Contrastive(model=model)
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
                                          data_collator=utils.ColBERTCollator(model.tokenize))
-    train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
+    train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
     return model
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/colbert.yaml) as (ColbertConfig, SentenceTransformerTrainingArguments), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_colbert(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/colbert.yaml) as (ColbertConfig, SentenceTransformerTrainingArguments), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_colbert(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(ColbertConfig, SentenceTransformerTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.colbert")
 
 

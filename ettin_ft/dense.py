@@ -18,8 +18,8 @@ from sentence_transformers.evaluation import SequentialEvaluator, TripletEvaluat
 from transformers import set_seed
 
 from .errors import cli_entry
-from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings, split_held_out,
+from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
+                     prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out,
                      train_and_save)
 
 DEFAULTS, RELEASE_DATA = release_settings("dense")
@@ -35,12 +35,12 @@ class DenseConfig(RetrievalConfig):
     matryoshka_dims: str | None = field(default=None, metadata={"help": "e.g. '768,512,256,128,64' to train Matryoshka embeddings"})
 
 
-def locate(config: DenseConfig):
+def locate_base(config: DenseConfig):
     return locate_model(config, "dense", allowed=("encoder", "decoder"))
 
 
-def build_model(config: DenseConfig, runtime, located=None) -> SentenceTransformer:
-    located = located or locate(config)
+def build_embedder(config: DenseConfig, runtime, located=None) -> SentenceTransformer:
+    located = located or locate_base(config)
     ref, arch = located.ref, located.arch
     transformer = models.Transformer(ref.path, max_seq_length=config.max_seq_length,
                                      model_args={**model_kwargs(runtime), "revision": ref.revision})
@@ -53,14 +53,14 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
     """Train a dense embedder as ``config`` says; returns the trained SentenceTransformer."""
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
-    located = locate(config)
+    located = locate_base(config)
     train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=["negative"],
                                                                 default=RELEASE_DATA))
     evaluators = {}
     if held_out is not None and "negative" in held_out.column_names:
         evaluators["held_out"] = TripletEvaluator(held_out["query"], held_out["positive"], held_out["negative"], name="held_out")
     evaluators.update(evaluators_for("dense", config))
-    model = build_model(config, runtime, located)  # after every input check
+    model = build_embedder(config, runtime, located)  # after every input check
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
@@ -69,13 +69,13 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
         loss = losses.MatryoshkaLoss(model, loss, [int(d) for d in config.matryoshka_dims.split(",")])
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
                                          evaluator=SequentialEvaluator(list(evaluators.values())) if evaluators else None)
-    train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
+    train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
     return model
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/dense.yaml) as (DenseConfig, SentenceTransformerTrainingArguments), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_dense(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/dense.yaml) as (DenseConfig, SentenceTransformerTrainingArguments), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_dense(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(DenseConfig, SentenceTransformerTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.dense")
 
 

@@ -186,7 +186,7 @@ def evaluators_for(kind: str, config: RetrievalConfig) -> dict:
     return evaluators
 
 
-def evaluate(model, evaluators: dict) -> dict[str, float]:
+def run_evaluators(model, evaluators: dict) -> dict[str, float]:
     """Run the recipe's evaluators on the main process (the others get {}): the shared BEIR metrics (NanoBEIR's
     prefixed "nanobeir_"), and each held-out evaluator's main score."""
     from .evaluation import shared_metrics
@@ -334,9 +334,9 @@ def skip_last_checkpoint(trainer) -> None:
     trainer.add_callback(SkipLastCheckpoint())
 
 
-def train_and_save(trainer, config, args, evaluate, save=None, extra=None) -> None:
+def train_and_save(trainer, config, args, measure, save=None, extra=None) -> None:
     """Evaluate, train (from --resume-from-checkpoint), evaluate again, then write DIR/final, config.yaml,
-    metrics.json and the log. Right under several processes: every process trains, ``evaluate`` runs where
+    metrics.json and the log. Right under several processes: every process trains, ``measure`` (the run's evaluation) runs where
     it must (gathered, or on the main process alone), and only the main process writes.
 
     ``save()`` publishes the model (default: the trainer's model as DIR/final); ``extra()`` adds entries to
@@ -347,10 +347,10 @@ def train_and_save(trainer, config, args, evaluate, save=None, extra=None) -> No
     seed_batch_sampler(trainer)
     skip_last_checkpoint(trainer)
     with output_folder(args.output_dir):
-        before = evaluate()
+        before = measure()
         wait_for_everyone()
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-        after = evaluate()
+        after = measure()
         (save or (lambda: publish_trained(trainer)))()
         write_results(args.output_dir, config, args, before, after, trainer, extra=extra() if extra else None)
         wait_for_everyone()

@@ -23,8 +23,8 @@ from transformers import set_seed
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import BM25
-from .recipe import (RetrievalConfig, column_mapping, evaluate, evaluators_for, load_training_data, locate_model,
-                     model_kwargs, parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings,
+from .recipe import (RetrievalConfig, column_mapping, evaluators_for, load_training_data, locate_model, model_kwargs,
+                     parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators,
                      split_held_out, train_and_save)
 
 DEFAULTS, RELEASE_DATA = release_settings("rerank")
@@ -108,13 +108,13 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
 
     loss = losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
-    train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
+    train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
     return model
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/rerank.yaml) as (RerankConfig, CrossEncoderTrainingArguments), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_rerank(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/rerank.yaml) as (RerankConfig, CrossEncoderTrainingArguments), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_rerank(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(RerankConfig, CrossEncoderTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.rerank")
 
 

@@ -78,13 +78,13 @@ def with_bos(dataset, fmt: str, bos: str):
     return dataset.map(lambda row: {column: bos + row[column]})
 
 
-def locate(config: SftRecipeConfig):
+def locate_decoder(config: SftRecipeConfig):
     return locate_model(config, "sft", allowed=("decoder",))
 
 
-def build_model(config: SftRecipeConfig, runtime, located=None):
+def build_chat_model(config: SftRecipeConfig, runtime, located=None):
     """The decoder and its tokenizer, with ChatML added."""
-    ref = (located or locate(config)).ref
+    ref = (located or locate_decoder(config)).ref
     kwargs = {**model_kwargs(runtime), "revision": ref.revision}
     if config.load_in_4bit:
         if runtime.device.type != "cuda":
@@ -174,9 +174,9 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     if (config.merge or config.load_in_4bit) and not config.lora:
         raise EttinError("--merge and --load-in-4bit apply to LoRA training; add --lora")
-    located = locate(config)
+    located = locate_decoder(config)
     train, held_out, fmt = load_sft_data(config)
-    model, tokenizer = build_model(config, runtime, located)  # after every input check
+    model, tokenizer = build_chat_model(config, runtime, located)  # after every input check
     train, held_out = (with_bos(split, fmt, tokenizer.bos_token) for split in (train, held_out))
     if dry_run:
         print_dry_run(config, args, model, train)
@@ -185,7 +185,7 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
                             peft_config=lora_config(config, located) if config.lora else None)
     samples = []
 
-    def evaluate() -> dict:
+    def measure() -> dict:
         metrics, answers = evaluate_sft(trainer, held_out, fmt, config)
         samples.append(answers)
         return metrics
@@ -206,13 +206,13 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
         return {"samples": [{"prompt": b["prompt"], "reference": b["reference"], "answer_before": b["answer"],
                              "answer_after": a["answer"]} for b, a in zip(before, after)][:5]}
 
-    train_and_save(trainer, config, args, evaluate, save=save, extra=extra)
+    train_and_save(trainer, config, args, measure, save=save, extra=extra)
     return trained["model"]
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/sft.yaml) as (SftRecipeConfig, SFTConfig), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_sft(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/sft.yaml) as (SftRecipeConfig, SFTConfig), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_sft(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(SftRecipeConfig, SFTConfig, release_defaults(["--lora", "true"] if overrides.get("lora") else []), output_dir, overrides, "ettin_ft.sft")
 
 

@@ -16,8 +16,8 @@ from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTr
 from transformers import set_seed
 
 from .errors import cli_entry
-from .recipe import (RetrievalConfig, evaluate, evaluators_for, load_training_data, locate_model, model_kwargs,
-                     parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings, train_and_save)
+from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
+                     prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, train_and_save)
 
 DEFAULTS, RELEASE_DATA = release_settings("sparse")
 
@@ -31,7 +31,7 @@ class SparseConfig(RetrievalConfig):
     document_regularizer_weight: float = field(default=3e-5, metadata={"help": "FLOPS regularizer weight on documents"})
 
 
-def build_model(config: SparseConfig, runtime, located=None) -> SparseEncoder:
+def build_splade(config: SparseConfig, runtime, located=None) -> SparseEncoder:
     ref = (located or locate_model(config, "sparse")).ref
     mlm = models.MLMTransformer(ref.path, max_seq_length=config.max_seq_length,
                                 model_args={**model_kwargs(runtime), "revision": ref.revision})
@@ -45,7 +45,7 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     located = locate_model(config, "sparse")
     train = load_training_data(config, ["query", "positive"], optional=["negative"], default=RELEASE_DATA)
     evaluators = evaluators_for("sparse", config)
-    model = build_model(config, runtime, located)  # after every input check
+    model = build_splade(config, runtime, located)  # after every input check
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
@@ -53,13 +53,13 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
                              query_regularizer_weight=config.query_regularizer_weight,
                              document_regularizer_weight=config.document_regularizer_weight)
     trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
-    train_and_save(trainer, config, args, lambda: evaluate(model, evaluators))
+    train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
     return model
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/sparse.yaml) as (SparseConfig, SparseEncoderTrainingArguments), exactly as the command line resolves
-    them, with ``overrides`` naming fields of either: ``train_sparse(*release("runs/x", learning_rate=1e-4))``."""
+    """The release settings (configs/sparse.yaml) as (SparseConfig, SparseEncoderTrainingArguments), as the command
+    line resolves them; ``overrides`` name fields of either: ``train_sparse(*release("runs/x", learning_rate=1e-4))``."""
     return release_recipe(SparseConfig, SparseEncoderTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.sparse")
 
 

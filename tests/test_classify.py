@@ -247,7 +247,7 @@ def test_init_from_a_classifier_keeps_its_backbone_and_draws_a_new_head(pretrain
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
     from ettin_ft.runtime import choose_runtime
-    from ettin_ft.classify import ClassifyConfig, build_model, load_data, train_classify
+    from ettin_ft.classify import ClassifyConfig, build_classifier, load_data, train_classify
 
     encoder = str(pretrained_tiny("encoder"))
     topics = ClassifyConfig(model=encoder, data=str(world100_dir / "topics_train.jsonl"))
@@ -256,9 +256,9 @@ def test_init_from_a_classifier_keeps_its_backbone_and_draws_a_new_head(pretrain
     first = AutoModelForSequenceClassification.from_pretrained(tmp_path / "topics" / "final")
     claims = ClassifyConfig(model=encoder, data=str(world100_dir / "claims_train.jsonl"),
                             init_from=str(tmp_path / "topics" / "final"))
-    model, _, _ = build_model(claims, load_data(claims), choose_runtime("cpu"))
+    model, _, _ = build_classifier(claims, load_data(claims), choose_runtime("cpu"))
     weight = "model.layers.1.attn.Wqkv.weight"
     assert model.state_dict()[weight].equal(first.state_dict()[weight])
     assert model.config.num_labels == 2 and model.classifier.weight.shape[0] == 2
-    base, _, _ = build_model(ClassifyConfig(model=encoder, data=claims.data), load_data(claims), choose_runtime("cpu"))
+    base, _, _ = build_classifier(ClassifyConfig(model=encoder, data=claims.data), load_data(claims), choose_runtime("cpu"))
     assert not base.state_dict()[weight].equal(first.state_dict()[weight])

@@ -79,7 +79,7 @@ def test_saved_chat_model_reloads_with_the_same_outputs(full_sft):
 
 def test_labels_cover_only_assistant_turns_and_the_loss_is_the_models_own(pretrained_decoder, tmp_path):
     from ettin_ft.runtime import choose_runtime
-    from ettin_ft.sft import build_model, build_trainer, load_sft_data
+    from ettin_ft.sft import build_chat_model, build_trainer, load_sft_data
 
     chats = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Question {i}?"},
                            {"role": "assistant", "content": f"Answer {i}."}, {"role": "user", "content": "And then?"},
@@ -89,7 +89,7 @@ def test_labels_cover_only_assistant_turns_and_the_loss_is_the_models_own(pretra
     config, args = sft_config(pretrained_decoder, data, tmp_path / "out", packing=False)
     config.held_out = 0
     train, held_out, fmt = load_sft_data(config)
-    model, tokenizer = build_model(config, choose_runtime())
+    model, tokenizer = build_chat_model(config, choose_runtime())
     trainer = build_trainer(config, args, model, tokenizer, train, held_out, fmt)
     batch = next(iter(trainer.get_train_dataloader()))
     for ids, labels in zip(batch["input_ids"], batch["labels"]):

@@ -145,7 +145,7 @@ def make_scheduler(optimizer, config):
 
 
 @torch.no_grad()
-def evaluate(module, accelerator, batches) -> dict[str, float]:
+def held_out_metrics(module, accelerator, batches) -> dict[str, float]:
     module.eval()
     totals = torch.zeros(3, dtype=torch.float64)
     for batch in batches:
@@ -252,7 +252,7 @@ def _pretrain(config) -> str:
     eval_batches = list(DataLoader(held_out_examples(eval_documents, tokenizer, config, ids), batch_size=config.batch_size))
 
     if before is None:
-        before = evaluate(module, accelerator, eval_batches)
+        before = held_out_metrics(module, accelerator, eval_batches)
     predicted_share = config.mlm_probability if config.objective != "clm" else 1.0
     meter = ThroughputMeter(flops_per_token(model.config, config.seq_len, predicted_share),
                             config.peak_flops or measured_peak_flops(accelerator.device, runtime.dtype), world)
@@ -274,7 +274,7 @@ def _pretrain(config) -> str:
             if step % config.log_every == 0 or step == config.max_steps:
                 record.update(meter.read())
             if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
-                record.update(evaluate(module, accelerator, eval_batches))
+                record.update(held_out_metrics(module, accelerator, eval_batches))
             history.append(record)
             if trackers:
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
