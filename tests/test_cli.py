@@ -33,8 +33,9 @@ def test_an_unknown_command_names_the_closest():
 
 
 @pytest.mark.parametrize("arguments", [
-    ["zeroshot", "--data", str(REPO.parent / "shared" / "data" / "zeroshot"), "--dry-run"],
     ["dense", "--model", "encoder-17m", "--learning-rate", "fast"],
+    pytest.param(["zeroshot", "--data", str(REPO.parent / "shared" / "data" / "zeroshot"), "--dry-run"],
+                 marks=pytest.mark.slow),  # two fresh interpreters that import the whole stack
 ])
 def test_a_command_equals_python_dash_m(arguments):
     module = COMMANDS[arguments[0]]
