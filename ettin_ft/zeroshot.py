@@ -18,6 +18,9 @@ import os
 import statistics
 from dataclasses import dataclass, field
 
+from accelerate import PartialState
+from accelerate.utils import gather_object
+
 from .config import parse_config
 from .data.zeroshot import Task, load_tasks
 from .errors import EttinError, check_output_dir, cli_entry
@@ -70,10 +73,12 @@ def task_metrics(task: Task, scores: list[list[tuple[float, bool]]]) -> tuple[di
 
 def score_tasks(scorer: Scorer, tokenizer, tasks: list[Task]) -> tuple[dict, list[dict]]:
     """metrics.json's content and items.jsonl's records for ``tasks``."""
+    state = PartialState()  # under torchrun / accelerate launch each process scores a contiguous share
     per_task, records = {}, []
     for task in tasks:
         requests = [[encode_request(tokenizer, *request) for request in item.requests] for item in task.items]
-        flat = scorer.score([request for item in requests for request in item], desc=task.name)
+        with state.split_between_processes([request for item in requests for request in item]) as share:
+            flat = gather_object(scorer.score(share, desc=task.name))  # every share, in order
         scores, start = [], 0
         for item in requests:
             scores.append(flat[start:start + len(item)])
@@ -82,7 +87,7 @@ def score_tasks(scorer: Scorer, tokenizer, tasks: list[Task]) -> tuple[dict, lis
         for record, item in zip(task_records, requests):
             record["tokens"] = [list(request.continuation) for request in item]
         records += task_records
-        print(f"  {task.name}: acc {per_task[task.name]['acc']:.3f}, acc_norm {per_task[task.name]['acc_norm']:.3f} "
+        state.print(f"  {task.name}: acc {per_task[task.name]['acc']:.3f}, acc_norm {per_task[task.name]['acc_norm']:.3f} "
               f"(chance {task.random:.3f}, {len(task.items)} items)", flush=True)
     average = {metric: statistics.fmean(m[metric] for m in per_task.values()) for metric in ("acc", "acc_norm")}
     return {"tasks": per_task, "average": average}, records
@@ -99,6 +104,7 @@ def run_zeroshot(config: ZeroShotConfig) -> dict:
     located = locate_model(config.model, purpose="zero-shot scoring")
     tokenizer = load_tokenizer(located)
     runtime = choose_runtime(config.device, config.precision)
+    PartialState(cpu=runtime.device.type == "cpu")  # the processes of torchrun / accelerate launch (gloo on CPUs)
     model = load_model(located, dtype=runtime.dtype).to(runtime.device)
     mntp = config.mntp if config.mntp is not None else located.ref.local and trained_with_mntp(located.ref.path)
     scorer = Scorer(model, tokenizer, located.arch, config.batch_size, config.encoder_scoring, config.extra_masks,
@@ -106,17 +112,20 @@ def run_zeroshot(config: ZeroShotConfig) -> dict:
     scoring = ("log-likelihood given BOS + context" if located.arch == "decoder" else
                f"{config.encoder_scoring}" + (f", {config.extra_masks} extra masks" if config.encoder_scoring == "l2r" else "")
                + (", [SEP] scored" if config.score_sep else "") + (", MNTP read-out" if mntp else ""))
-    print(f"{located.ref.describe()} ({located.arch}; {scoring}) on {len(tasks)} task(s):", flush=True)
+    PartialState().print(f"{located.ref.describe()} ({located.arch}; {scoring}) on {len(tasks)} task(s):")
     metrics, records = score_tasks(scorer, tokenizer, tasks)
     metrics = {"model": config.model, "arch": located.arch, "scoring": scoring, **metrics}
     # Everything is scored before the folder is made; metrics.json is renamed into place last: it marks the run done.
-    os.makedirs(config.output_dir, exist_ok=True)
-    with open(os.path.join(config.output_dir, "items.jsonl"), "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(record) + "\n" for record in records)
-    staging = os.path.join(config.output_dir, "metrics.json.partial")
-    with open(staging, "w", encoding="utf-8") as handle:
-        json.dump(metrics, handle, indent=2)
-    os.replace(staging, os.path.join(config.output_dir, "metrics.json"))
+    state = PartialState()
+    if state.is_main_process:
+        os.makedirs(config.output_dir, exist_ok=True)
+        with open(os.path.join(config.output_dir, "items.jsonl"), "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record) + "\n" for record in records)
+        staging = os.path.join(config.output_dir, "metrics.json.partial")
+        with open(staging, "w", encoding="utf-8") as handle:
+            json.dump(metrics, handle, indent=2)
+        os.replace(staging, os.path.join(config.output_dir, "metrics.json"))
+    state.wait_for_everyone()
     return metrics
 
 
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     metrics = run_zeroshot(config)
     average = metrics["average"]
-    print(f"{config.model} ({metrics['arch']}): average acc {average['acc']:.3f}, acc_norm {average['acc_norm']:.3f} "
+    PartialState().print(f"{config.model} ({metrics['arch']}): average acc {average['acc']:.3f}, acc_norm {average['acc_norm']:.3f} "
           f"over {len(metrics['tasks'])} task(s); {config.output_dir}/metrics.json, items.jsonl")
 
 

@@ -114,3 +114,19 @@ def test_a_failed_fine_tuning_run_keeps_its_checkpoint_and_resumes_to_the_uninte
     assert [r["step"] for r in resumed] == list(range(1, 9))
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in full], rel=1e-5)
     assert (cut / "final").is_dir() and (cut / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_zeroshot_score_a_share_each_and_match_one(tiny_encoder_dir, world_dir, tmp_path, capsys):
+    from .conftest import run_cli_main
+
+    args = ["--model", str(tiny_encoder_dir), "--data", str(world_dir / "zeroshot"), "--limit", "10"]
+    assert run_cli_main("zeroshot", capsys, *args, "--output-dir", str(tmp_path / "one"))[0] == 0
+    result = torchrun("zeroshot", *args, "--output-dir", str(tmp_path / "two"), port=29536)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("average acc") == 1  # the main process reports and writes
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["items.jsonl", "metrics.json"]
+    one, two = ([json.loads(line) for line in (tmp_path / name / "items.jsonl").read_text().splitlines()]
+                for name in ("one", "two"))
+    assert [(a["task"], a["index"], a["tokens"]) for a in one] == [(b["task"], b["index"], b["tokens"]) for b in two]
+    assert all(a["loglik"] == pytest.approx(b["loglik"], abs=1e-4) for a, b in zip(one, two))
