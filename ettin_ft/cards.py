@@ -31,8 +31,11 @@ def ettin_ft_version() -> str:
 
 
 def command_line() -> str:
-    """How this process was started, as a shell line (``python -m ettin_ft.<module> ...`` for the CLI)."""
+    """How this process was started, as a shell line (``python -m ettin_ft.<module> ...`` or ``ettin-ft <command>
+    ...`` for the command line, ``python script.py ...`` for a script)."""
     program = sys.argv[0]
+    if program.startswith("ettin-ft "):  # the console command (ettin_ft/cli.py names itself so)
+        return shlex.join([*program.split(" ", 1), *sys.argv[1:]])
     if program.endswith(".py") and os.sep + "ettin_ft" + os.sep in program:
         module = "ettin_ft." + program.split(os.sep + "ettin_ft" + os.sep)[-1][:-3].replace(os.sep, ".")
         return shlex.join(["python", "-m", module, *sys.argv[1:]])
