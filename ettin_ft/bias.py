@@ -12,7 +12,6 @@ pronoun), and across occupations the Pearson r between female-minus-male prefere
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .config import parse_config
 from .errors import EttinError, cli_entry
+from .folders import write_probe_results
 from .models import load_model, load_tokenizer, locate_model
 from .runtime import choose_runtime
 
@@ -228,16 +228,10 @@ def run_probe(config: BiasConfig) -> dict:
     model = load_model(located).to(runtime.device)
     metrics, scores = probe(model, load_tokenizer(located), located.arch, items, bls, config.batch_size)
     metrics = {"model": config.model, "arch": located.arch, **metrics}
-    os.makedirs(config.output_dir, exist_ok=True)
-    with open(os.path.join(config.output_dir, "items.jsonl"), "w", encoding="utf-8") as handle:
-        for item, score in zip(items, scores):
-            handle.write(json.dumps({"occupation": item.occupation, "participant": item.participant, "answer": item.answer,
-                                     "sentence": item.sentences["neutral"], "scores": score,
-                                     "preferred": max(GENDERS, key=score.get)}) + "\n")
-    staging = metrics_path + ".partial"  # metrics.json appears whole: it marks the probe as finished
-    with open(staging, "w", encoding="utf-8") as handle:
-        json.dump(metrics, handle, indent=2)
-    os.replace(staging, metrics_path)
+    write_probe_results(config.output_dir, ({"occupation": item.occupation, "participant": item.participant,
+                                             "answer": item.answer, "sentence": item.sentences["neutral"],
+                                             "scores": score, "preferred": max(GENDERS, key=score.get)}
+                                            for item, score in zip(items, scores)), metrics)
     return metrics
 
 

@@ -12,7 +12,6 @@ macro-average) and DIR/items.jsonl (each item's per-choice log-likelihoods and t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -24,6 +23,7 @@ from accelerate.utils import gather_object
 from .config import parse_config
 from .data.zeroshot import Task, load_tasks
 from .errors import EttinError, check_output_dir, cli_entry
+from .folders import write_probe_results
 from .models import load_model, load_tokenizer, locate_model
 from .runtime import choose_runtime
 from .scoring import ENCODER_SCORING, Scorer, encode_request, trained_with_mntp
@@ -115,16 +115,9 @@ def run_zeroshot(config: ZeroShotConfig) -> dict:
     PartialState().print(f"{located.ref.describe()} ({located.arch}; {scoring}) on {len(tasks)} task(s):")
     metrics, records = score_tasks(scorer, tokenizer, tasks)
     metrics = {"model": config.model, "arch": located.arch, "scoring": scoring, **metrics}
-    # Everything is scored before the folder is made; metrics.json is renamed into place last: it marks the run done.
     state = PartialState()
-    if state.is_main_process:
-        os.makedirs(config.output_dir, exist_ok=True)
-        with open(os.path.join(config.output_dir, "items.jsonl"), "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(record) + "\n" for record in records)
-        staging = os.path.join(config.output_dir, "metrics.json.partial")
-        with open(staging, "w", encoding="utf-8") as handle:
-            json.dump(metrics, handle, indent=2)
-        os.replace(staging, os.path.join(config.output_dir, "metrics.json"))
+    if state.is_main_process:  # everything is scored before the folder is made
+        write_probe_results(config.output_dir, records, metrics)
     state.wait_for_everyone()
     return metrics
 
