@@ -20,7 +20,8 @@ from transformers import set_seed
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
-                     prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, train_and_save)
+                     prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out,
+                     train_and_save)
 
 DEFAULTS, (KD_DATA, _, _) = release_settings("colbert")
 
@@ -51,7 +52,7 @@ def build_colbert(config: ColbertConfig, runtime, located=None) -> models.ColBER
 
 
 def distillation_data(config: ColbertConfig):
-    """KD rows (query_id, document_ids, scores) with KDProcessing to look up the texts."""
+    """(train, held-out) KD rows (query_id, document_ids, scores) with KDProcessing to look up the texts."""
     default = config.data is None
     spec = KD_DATA if default else config.data
     train = load_data(spec, columns=["query_id", "document_ids", "scores"], config_name="train" if default else config.data_config,
@@ -61,8 +62,12 @@ def distillation_data(config: ColbertConfig):
     queries = load_data(config.queries or KD_DATA, columns=["query_id", "text"], config_name=None if config.queries else "queries")
     documents = load_data(config.documents or KD_DATA, columns=["document_id", "text"],
                           config_name=None if config.documents else "documents")
-    train.set_transform(utils.KDProcessing(queries=queries, documents=documents).transform)
-    return train
+    processing = utils.KDProcessing(queries=queries, documents=documents)
+    train, held_out = split_held_out(config, train)
+    for split in (train, held_out):
+        if split is not None:
+            split.set_transform(processing.transform)
+    return train, held_out
 
 
 def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
@@ -74,13 +79,13 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
     if objective == "auto":
         objective = "distillation" if config.data is None or config.queries else "contrastive"
     if objective == "distillation":
-        train = distillation_data(config)
+        train, held_out = distillation_data(config)
     elif objective == "contrastive":
         # In-batch negatives always; a hard negative too when the data has one.
-        train = load_training_data(config, ["query", "positive"], optional=["negative"], default=None)
+        train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=["negative"]))
     else:
         raise EttinError(f"unknown --objective {objective!r}; expected auto, distillation or contrastive")
-    evaluators = evaluators_for("colbert", config)
+    evaluators = evaluators_for("colbert", config, held_out)
     model = build_colbert(config, runtime, located)  # after every input check
     loss = losses.Distillation(model=model) if objective == "distillation" else losses.Contrastive(model=model)
     if dry_run:

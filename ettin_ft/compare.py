@@ -41,10 +41,10 @@ PROBES = ("bias", "zeroshot")
 # The metric plotted and summarised unless --metric says otherwise: the first one a run reports.
 PRIMARY_METRICS = {
     "classify": ("accuracy", "pearson"),
-    "dense": ("ndcg@10", "nanobeir_ndcg@10", "held_out_accuracy"),
-    "colbert": ("ndcg@10", "nanobeir_ndcg@10"),
-    "sparse": ("ndcg@10", "nanobeir_ndcg@10"),
-    "rerank": ("ndcg@10", "nanobeir_ndcg@10"),
+    "dense": ("ndcg@10", "nanobeir_ndcg@10", "held_out_ndcg@10"),
+    "colbert": ("ndcg@10", "nanobeir_ndcg@10", "held_out_ndcg@10"),
+    "sparse": ("ndcg@10", "nanobeir_ndcg@10", "held_out_ndcg@10"),
+    "rerank": ("ndcg@10", "nanobeir_ndcg@10", "held_out_ndcg@10"),
     "sft": ("held_out_loss",),
     "bias": ("preference_neutral",),
     "zeroshot": ("acc_norm",),  # the macro-average over tasks

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers import losses, models
-from sentence_transformers.evaluation import SequentialEvaluator, TripletEvaluator
+from sentence_transformers.evaluation import SequentialEvaluator
 from transformers import set_seed
 
 from .errors import cli_entry
@@ -56,10 +56,7 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
     located = locate_base(config)
     train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=["negative"],
                                                                 default=RELEASE_DATA))
-    evaluators = {}
-    if held_out is not None and "negative" in held_out.column_names:
-        evaluators["held_out"] = TripletEvaluator(held_out["query"], held_out["positive"], held_out["negative"], name="held_out")
-    evaluators.update(evaluators_for("dense", config))
+    evaluators = evaluators_for("dense", config, held_out)
     model = build_embedder(config, runtime, located)  # after every input check
     if dry_run:
         print_dry_run(config, args, model, train)

@@ -93,6 +93,31 @@ def retrieval_evaluator(kind: str, split: BeirSplit, name: str = "beir", batch_s
     raise ValueError(f"no retrieval evaluator for {kind!r}")
 
 
+def held_out_split(rows) -> BeirSplit:
+    """A retrieval task made of held-out training rows: every query against every passage the rows hold, its own
+    positive judged relevant ((query, passage, label) rows: the passages labelled above 0; distillation rows
+    (query, documents, scores): the teacher's best document). Hard negatives stay in the corpus."""
+    passage_ids: dict[str, str] = {}
+    query_ids: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for row in rows:
+        if "documents" in row:
+            best = max(range(len(row["scores"])), key=row["scores"].__getitem__)
+            judged = [(text, number == best) for number, text in enumerate(row["documents"])]
+        elif "label" in row:
+            judged = [(row["passage"], row["label"] > 0)]
+        else:
+            judged = [(row["positive"], True)] + ([(row["negative"], False)] if row.get("negative") else [])
+        query = query_ids.setdefault(row["query"], f"q{len(query_ids)}")
+        for text, relevant in judged:
+            passage = passage_ids.setdefault(text, f"d{len(passage_ids)}")
+            if relevant:
+                qrels.setdefault(query, {})[passage] = 1
+    return BeirSplit(corpus={i: {"title": "", "text": text} for text, i in passage_ids.items()},
+                     queries={i: text for text, i in query_ids.items() if i in qrels},
+                     qrels=qrels)
+
+
 def colbert_corpus_chunk_size(num_queries: int) -> int:
     """Exact MaxSim scores every query token against every token of a whole corpus chunk at once (SciFact in
     one chunk: 35 GB); chunks keep queries × documents × 32 × 256 token scores near 512 MiB."""

@@ -46,7 +46,7 @@ class RecipeConfig:
     data_split: str = field(default="train", metadata={"help": "hub dataset split"})
     column_mapping: str | None = field(default=None, metadata={"help": "rename data columns, e.g. 'question:query,answer:positive'"})
     max_samples: int | None = field(default=None, metadata={"help": "use at most this many training rows"})
-    held_out: int = field(default=1000, metadata={"help": "training rows held out for evaluation where the recipe evaluates on them (dense: triplet accuracy, sft: held-out loss; classify: without evaluation data)"})
+    held_out: int = field(default=1000, metadata={"help": "training rows split off (at most a tenth) and evaluated before and after, reported as held_out_* in metrics.json (retrieval: each query against the held-out passages; classify: when no evaluation data is given; sft: loss); 0: none"})
     max_seq_length: int | None = field(default=None, metadata={"help": "maximum tokens per text (default: the model's)"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, fp32 on CPU), bf16, fp16 or fp32"})
     attn_implementation: str = field(default="auto", metadata={"help": "auto (flash_attention_2 when installed on CUDA, else sdpa), sdpa or eager"})
@@ -157,7 +157,7 @@ def load_training_data(config: RecipeConfig, columns: list[str], optional: list[
 
 
 def split_held_out(config: RecipeConfig, dataset):
-    """(train, held-out rows) for a recipe whose evaluator uses held-out rows: --held-out rows, at most a tenth."""
+    """(train, held-out rows): --held-out rows, at most a tenth, split off the same way in every run."""
     held_out = min(config.held_out, len(dataset) // 10)
     if held_out < 1:
         return dataset, None
@@ -174,35 +174,32 @@ def model_kwargs(runtime) -> dict[str, Any]:
     return {"attn_implementation": runtime.attn_implementation}
 
 
-def evaluators_for(kind: str, config: RetrievalConfig) -> dict:
-    """The retrieval evaluators --eval-beir and --eval-nanobeir ask for, by the name metrics are reported under."""
-    from .evaluation import nanobeir_evaluator, retrieval_evaluator
+def evaluators_for(kind: str, config: RetrievalConfig, held_out=None) -> dict:
+    """The retrieval evaluators of a run, by the prefix their metrics are reported under: the held-out rows as a
+    retrieval task ("held_out_"), --eval-beir (no prefix) and --eval-nanobeir ("nanobeir_")."""
+    from .evaluation import held_out_split, nanobeir_evaluator, retrieval_evaluator
 
     evaluators = {}
+    if held_out is not None:
+        evaluators["held_out_"] = retrieval_evaluator(kind, held_out_split(held_out), name="held_out")
     if config.eval_beir:
-        evaluators["beir"] = retrieval_evaluator(kind, beir_split(config))
+        evaluators[""] = retrieval_evaluator(kind, beir_split(config))
     if config.eval_nanobeir:
-        evaluators["nanobeir"] = nanobeir_evaluator(kind, config.eval_nanobeir, config.nanobeir_dataset_id)
+        evaluators["nanobeir_"] = nanobeir_evaluator(kind, config.eval_nanobeir, config.nanobeir_dataset_id)
     return evaluators
 
 
 def run_evaluators(model, evaluators: dict) -> dict[str, float]:
-    """Run the recipe's evaluators on the main process (the others get {}): the shared BEIR metrics (NanoBEIR's
-    prefixed "nanobeir_"), and each held-out evaluator's main score."""
+    """Run the retrieval evaluators on the main process (the others get {}): NDCG@10, MRR@10 and Recall@100
+    (and sparse models' active dimensions) of each, under its prefix."""
     from .evaluation import shared_metrics
 
     results = {}
     if not is_main_process():
         return results
-    for name, evaluator in evaluators.items():
-        raw = evaluator(model)
-        if name == "beir":
-            results.update(shared_metrics(raw, evaluator.primary_metric))
-        elif name == "nanobeir":
-            results.update({f"nanobeir_{metric}": value
-                            for metric, value in shared_metrics(raw, evaluator.primary_metric).items()})
-        else:
-            results[f"{name}_{evaluator.primary_metric.split('_')[-1]}"] = float(raw[evaluator.primary_metric])
+    for prefix, evaluator in evaluators.items():
+        metrics = shared_metrics(evaluator(model), evaluator.primary_metric)
+        results.update({prefix + metric: value for metric, value in metrics.items()})
     return results
 
 

@@ -63,16 +63,15 @@ def bm25_hard_negatives(pairs: datasets.Dataset, num_negatives: int, relative_ma
     return datasets.Dataset.from_dict(rows)
 
 
-def training_pairs(config: RerankConfig) -> datasets.Dataset:
-    """(query, passage, label) rows: given as such, or mined from (query, positive) pairs."""
+def training_pairs(config: RerankConfig) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """(training rows, held-out rows): (query, passage, label) rows given as such, or mined from (query, positive)
+    pairs (the held-out pairs are split off first and not mined)."""
     probe = load_data(config.data, limit=1, column_mapping=column_mapping(config)) if config.data else None
     if probe is not None and {"query", "passage", "label"} <= set(probe.column_names):
-        # The held-out rows stay out: the quickstart's tiny reranker, which sits on a loss plateau for hundreds of
-        # steps, stopped improving when trained on every row in file order; kept until it is retuned.
-        return split_held_out(config, load_training_data(config, ["query", "passage", "label"]))[0]
-    train = split_held_out(config, load_training_data(config, ["query", "positive"], default=RELEASE_DATA))[0]
+        return split_held_out(config, load_training_data(config, ["query", "passage", "label"]))
+    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], default=RELEASE_DATA))
     if config.mining_model == "bm25":
-        return bm25_hard_negatives(train, config.num_negatives)
+        return bm25_hard_negatives(train, config.num_negatives), held_out
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
@@ -87,7 +86,7 @@ def training_pairs(config: RerankConfig) -> datasets.Dataset:
     embedder = SentenceTransformer(ref.path, revision=ref.revision)
     mined = mine_hard_negatives(train, embedder, anchor_column_name="query", positive_column_name="positive",
                                 num_negatives=config.num_negatives, output_format="labeled-pair", verbose=False)
-    return mined.rename_columns(dict(zip(mined.column_names, ["query", "passage", "label"])))
+    return mined.rename_columns(dict(zip(mined.column_names, ["query", "passage", "label"]))), held_out
 
 
 def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runtime=None, dry_run=False):
@@ -97,8 +96,8 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
     ref = locate_model(config, "rerank").ref
     if config.num_negatives < 1:
         raise EttinError(f"--num-negatives must be at least 1, got {config.num_negatives}")
-    train = training_pairs(config)
-    evaluators = evaluators_for("rerank", config)
+    train, held_out = training_pairs(config)
+    evaluators = evaluators_for("rerank", config, held_out)
     pooling = {"classifier_pooling": config.classifier_pooling} if config.classifier_pooling else {}
     model = CrossEncoder(ref.path, num_labels=1, revision=ref.revision, max_length=config.max_seq_length,
                          device=str(runtime.device), model_kwargs=model_kwargs(runtime), config_kwargs=pooling)

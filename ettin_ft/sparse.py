@@ -17,7 +17,8 @@ from transformers import set_seed
 
 from .errors import cli_entry
 from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
-                     prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, train_and_save)
+                     prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out,
+                     train_and_save)
 
 DEFAULTS, RELEASE_DATA = release_settings("sparse")
 
@@ -43,8 +44,9 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate_model(config, "sparse")
-    train = load_training_data(config, ["query", "positive"], optional=["negative"], default=RELEASE_DATA)
-    evaluators = evaluators_for("sparse", config)
+    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=["negative"],
+                                                                default=RELEASE_DATA))
+    evaluators = evaluators_for("sparse", config, held_out)
     model = build_splade(config, runtime, located)  # after every input check
     if dry_run:
         print_dry_run(config, args, model, train)

@@ -87,7 +87,7 @@ def test_dense_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_pat
     args = SentenceTransformerTrainingArguments(**common(tmp_path / "dense", steps=30, lr=3e-4), batch_sampler="no_duplicates")
     model = train_dense(config, args)
     metrics = check_run(tmp_path / "dense")
-    assert set(metrics["after"]) >= {"ndcg@10", "mrr@10", "recall@100", "held_out_accuracy"}
+    assert set(metrics["after"]) >= {"ndcg@10", "mrr@10", "recall@100", "held_out_ndcg@10", "held_out_mrr@10"}
     assert_nanobeir_matches_beir(metrics, ("ndcg@10", "mrr@10", "recall@100"))
     reloaded = SentenceTransformer(str(tmp_path / "dense" / "final"), device="cpu")
     texts = ["Where was Alice born?", "Alice Rae Ingram was born in Lisbon."]
@@ -163,8 +163,9 @@ def test_rerank_from_python_with_bm25_mining(pretrained_encoder, world_dir, nano
                           eval_nanobeir="scifact", nanobeir_dataset_id=nanobeir_copy)
     model = train_rerank(config, CrossEncoderTrainingArguments(**common(tmp_path / "rerank", steps=20, lr=2e-4)))
     metrics = json.loads((tmp_path / "rerank" / "metrics.json").read_text())
-    assert set(metrics["before"]) == set(metrics["after"]) == {"ndcg@10", "mrr@10", "recall@100", "nanobeir_ndcg@10",
-                                                               "nanobeir_mrr@10"}
+    assert set(metrics["before"]) == set(metrics["after"]) == {
+        "ndcg@10", "mrr@10", "recall@100", "nanobeir_ndcg@10", "nanobeir_mrr@10", "held_out_ndcg@10", "held_out_mrr@10",
+        "held_out_recall@100"}
     assert_nanobeir_matches_beir(metrics)  # the same BM25 top 100, reranked by the same model
     # recall@100 is the BM25 first stage's, which reranking keeps: the share of relevant documents in BM25's top 100
     from ettin_ft.data.loading import load_beir
@@ -242,7 +243,32 @@ def test_command_line(recipe, pretrained_encoder, world_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / recipe / "final").is_dir()
-    assert json.loads((tmp_path / recipe / "metrics.json").read_text()).keys() == {"before", "after"}
+    metrics = json.loads((tmp_path / recipe / "metrics.json").read_text())
+    assert metrics.keys() == {"before", "after"}
+    # --held-out means one thing in every recipe: rows split off, evaluated before and after as a retrieval task
+    for side in ("before", "after"):
+        held_out = {k: v for k, v in metrics[side].items() if not k.endswith("active_dims")}
+        assert held_out.keys() == {"held_out_ndcg@10", "held_out_mrr@10", "held_out_recall@100"}, metrics
+        assert 0 < held_out["held_out_mrr@10"] <= held_out["held_out_ndcg@10"] <= 1, metrics
+        assert held_out["held_out_recall@100"] == 1  # ten held-out passages: each query's positive is among them
+
+
+def test_held_out_rows_become_a_retrieval_task():
+    """Each query's own positive is judged relevant (labelled rows: label 1; distillation: the teacher's best),
+    every held-out passage (hard negatives included) is in the corpus, and nothing else is judged."""
+    from ettin_ft.evaluation import held_out_split
+
+    def judged(split):
+        return {split.queries[q]: {split.corpus[d]["text"] for d in docs} for q, docs in split.qrels.items()}
+
+    pairs = held_out_split([{"query": "q1", "positive": "p1", "negative": "n1"}, {"query": "q2", "positive": "p2", "negative": "p1"}])
+    assert judged(pairs) == {"q1": {"p1"}, "q2": {"p2"}}
+    assert sorted(d["text"] for d in pairs.corpus.values()) == ["n1", "p1", "p2"]
+    labelled = held_out_split([{"query": "q1", "passage": "a", "label": 1}, {"query": "q1", "passage": "b", "label": 0},
+                               {"query": "q2", "passage": "b", "label": 0}])
+    assert judged(labelled) == {"q1": {"a"}} and len(labelled.corpus) == 2  # q2 has no positive: not a query
+    distillation = held_out_split([{"query": "q1", "documents": ["a", "b", "c"], "scores": [0.1, 0.9, 0.5]}])
+    assert judged(distillation) == {"q1": {"b"}} and len(distillation.corpus) == 3
 
 
 def test_bad_inputs(pretrained_encoder, tiny_decoder_dir, world_dir, tmp_path, capsys):
