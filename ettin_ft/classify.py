@@ -37,6 +37,7 @@ from .tokenizer import set_post_processing
 class ClassifyConfig(RecipeConfig):
     INTENDED_USE = "sequence classification (or regression) of single texts or text pairs with AutoModelForSequenceClassification"
     PIPELINE_TAG = "text-classification"
+    REQUIRES = {"lora_r": "lora", "lora_alpha": "lora", "lora_dropout": "lora"}
 
     task: str | None = field(default=None, metadata={"help": f"GLUE task from the hub ({', '.join(GLUE_TASKS)}) with its ModernBERT settings"})
     max_seq_length: int | None = field(default=256, metadata={"help": "maximum tokens per text (pair)"})

@@ -19,6 +19,7 @@ from transformers import set_seed
 
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
+from .evaluation import NANOBEIR_EN
 from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
                      prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out,
                      train_and_save)
@@ -42,6 +43,9 @@ class ColbertConfig(RetrievalConfig):
         if self.max_seq_length is not None:  # pylate sizes queries and documents apart
             raise EttinError(f"--max-seq-length {self.max_seq_length} does not apply to ColBERT; set --query-length "
                              f"({self.query_length}) and --document-length ({self.document_length}) instead")
+        if self.nanobeir_dataset_id != NANOBEIR_EN:
+            raise EttinError(f"--nanobeir-dataset-id {self.nanobeir_dataset_id} does not apply to ColBERT: pylate's "
+                             "NanoBEIR evaluator always reads the zeta-alpha-ai/Nano* sets")
 
 
 def build_colbert(config: ColbertConfig, runtime, located=None) -> models.ColBERT:

@@ -240,6 +240,8 @@ def plan(config: StudyConfig) -> list[Run]:
     """Every run of the study, in order: model, revision, seed."""
     if config.recipe not in RECIPES:
         raise EttinError(f"--recipe {config.recipe}: expected one of {', '.join(RECIPES)}")
+    if config.recipe in PROBES and config.seeds != "0":
+        raise EttinError(f"--seeds {config.seeds}: {config.recipe} scores each model as it is, once; drop --seeds")
     seeds = [None] if config.recipe in PROBES else parse_seeds(config.seeds)
     runs, labels = [], {}
     entries = model_entries(config)

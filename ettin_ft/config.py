@@ -89,6 +89,17 @@ def parse_config(*config_classes, argv: list[str] | None = None, prog: str | Non
     return (*instances, extra.dry_run)
 
 
+def refuse_inapplicable(config) -> None:
+    """One line for a field set away from its default while the field it applies with is off: ``REQUIRES`` of the
+    config class maps such fields to that field (e.g. ``lora_r`` → ``lora``)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    for name, needed in getattr(config, "REQUIRES", {}).items():
+        if getattr(config, name) != defaults[name] and not getattr(config, needed):
+            flag, needed_flag = f"--{name.replace('_', '-')}", f"--{needed.replace('_', '-')}"
+            raise EttinError(f"{flag} {getattr(config, name)} applies only with {needed_flag}; add {needed_flag} "
+                             f"or drop {flag}")
+
+
 def plain(value: Any) -> Any:
     """``value`` as YAML/JSON-safe data: enums by value, other objects as text."""
     return json.loads(json.dumps(value, default=lambda v: getattr(v, "value", str(v))))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .cards import write_model_cards
-from .config import dump_yaml, parse_config, plain, shipped_config, to_dict
+from .config import dump_yaml, parse_config, plain, refuse_inapplicable, shipped_config, to_dict
 from .data.loading import check_texts, load_beir, load_data
 from .evaluation import NANOBEIR_EN
 from .errors import EttinError
@@ -39,6 +39,8 @@ class RecipeConfig:
     # What the model card says the result is for, and its hub pipeline tag (each recipe names its own).
     INTENDED_USE: ClassVar[str] = ""
     PIPELINE_TAG: ClassVar[str | None] = None
+    # Fields that do something only when another one is on: set alone, they are refused (refuse_inapplicable).
+    REQUIRES: ClassVar[dict[str, str]] = {}
 
     model: str = field(default="150m", metadata={"help": "Ettin short name (150m), hub id[@revision] or local folder (e.g. a pretrain run's final/)"})
     data: str | None = field(default=None, metadata={"help": "training data: local .jsonl/.csv/.parquet file or folder, or a hub dataset (default: the recipe's Ettin-release dataset)"})
@@ -51,10 +53,15 @@ class RecipeConfig:
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, fp32 on CPU), bf16, fp16 or fp32"})
     attn_implementation: str = field(default="auto", metadata={"help": "auto (flash_attention_2 when installed on CUDA, else sdpa), sdpa or eager"})
 
+    def __post_init__(self):
+        refuse_inapplicable(self)
+
 
 @dataclass
 class RetrievalConfig(RecipeConfig):
     """What the encoder recipes add: retrieval evaluation before and after training."""
+
+    REQUIRES = {"eval_beir_split": "eval_beir", "nanobeir_dataset_id": "eval_nanobeir"}
 
     eval_beir: str | None = field(default=None, metadata={"help": "local BEIR folder to evaluate before and after training (e.g. ../shared/data/retrieval_eval/scifact)"})
     eval_beir_split: str = field(default="test", metadata={"help": "qrels split of the BEIR folder"})
@@ -62,6 +69,7 @@ class RetrievalConfig(RecipeConfig):
     nanobeir_dataset_id: str = field(default=NANOBEIR_EN, metadata={"help": "the NanoBEIR collection: another language (e.g. lightonai/NanoBEIR-de) or a local copy (ColBERT always uses pylate's zeta-alpha-ai/Nano* sets)"})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.eval_nanobeir:  # before any model is loaded
             from .evaluation import nanobeir_names
 

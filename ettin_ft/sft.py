@@ -41,6 +41,8 @@ FORMAT_COLUMNS = {"conversational": ["messages"], "prompt-completion": ["prompt"
 class SftRecipeConfig(RecipeConfig):
     INTENDED_USE = "chat: generate assistant replies with its chat template (transformers or trl)"
     PIPELINE_TAG = "text-generation"
+    REQUIRES = {name: "lora" for name in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge",
+                                          "load_in_4bit")}
 
     model: str = field(default="150m", metadata={"help": "Ettin decoder: short name (150m), hub id[@revision] or local folder"})
     held_out: int = field(default=200, metadata={"help": "training rows held out for the held-out loss (and the sampled answers)"})

@@ -24,32 +24,6 @@ def pretrained_encoder(pretrained_tiny) -> Path:
     return pretrained_tiny("encoder")
 
 
-@pytest.fixture(scope="module")
-def nanobeir_copy(world_dir, tmp_path_factory) -> str:
-    """The world's BEIR split laid out as a local copy of sentence-transformers/NanoBEIR-en ("NanoSciFact"),
-    BM25 top 100 included: NanoBEIR evaluation of it must give the --eval-beir metrics."""
-    import datasets
-
-    from ettin_ft.data.loading import load_beir
-    from ettin_ft.evaluation import bm25_candidates
-
-    split = load_beir(str(world_dir / "retrieval_eval"))
-    folder = tmp_path_factory.mktemp("nanobeir")
-    subsets = {
-        "corpus": [{"_id": i, "text": text} for i, text in split.documents().items()],
-        "queries": [{"_id": i, "text": text} for i, text in split.queries.items()],
-        "qrels": [{"query-id": q, "corpus-id": d} for q, docs in split.qrels.items() for d in docs],
-        "bm25": [{"query-id": q, "corpus-ids": docs} for q, docs in bm25_candidates(split, 100).items()],
-    }
-    configs = ""
-    for subset, rows in subsets.items():
-        (folder / subset).mkdir()
-        datasets.Dataset.from_list(rows).to_parquet(str(folder / subset / "NanoSciFact.parquet"))
-        configs += f"- config_name: {subset}\n  data_files:\n  - split: NanoSciFact\n    path: {subset}/NanoSciFact.parquet\n"
-    (folder / "README.md").write_text(f"---\nconfigs:\n{configs}---\n")
-    return str(folder)
-
-
 def assert_nanobeir_matches_beir(metrics, metric_names=("ndcg@10", "mrr@10")):
     for stage in ("before", "after"):
         for name in metric_names:

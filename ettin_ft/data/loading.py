@@ -186,8 +186,13 @@ def load_data(
     """Load ``spec`` (a local file or folder, or a hub dataset name) and check it has ``columns``.
 
     ``column_mapping`` renames columns first ({name in the data: name the recipe expects}); .txt files
-    give one row per non-empty line in ``text_column``; ``limit`` keeps the first rows.
+    give one row per non-empty line in ``text_column``; ``limit`` keeps the first rows. ``split`` and
+    ``config_name`` choose within a hub dataset and are refused for local data.
     """
+    if (os.path.isdir(spec) or os.path.isfile(spec)) and (config_name is not None or split != "train"):
+        chosen = " and ".join(f"--{flag} {value}" for flag, value in (("data-config", config_name), ("data-split", split))
+                              if value not in (None, "train"))
+        raise EttinError(f"{chosen} applies to hub datasets only; {spec} is local data (name the file to read instead)")
     if os.path.isdir(spec):
         if is_beir_folder(spec):
             raise EttinError(f"{spec} is a BEIR folder (corpus/queries/qrels); pass it as an evaluation set, not as training data")
