@@ -36,10 +36,11 @@ def classify_command(model: str, task: str, output_dir: str, steps: int, args, *
 
 def plain_script(model_dir: str, task: str, args) -> float:
     """The Trainer script a transformers user would write (recipes/classify.py); returns training samples/s."""
-    trainer = plain_recipe("classify").build_trainer(argparse.Namespace(
-        model=model_dir, data=str(SHARED / "classification" / task / "train.jsonl"), output_dir=tempfile.mkdtemp(),
-        max_steps=args.timing_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_seq_length=args.max_seq_length))
+    script = plain_recipe("classify")
+    trainer = script.build_trainer(script.parse_args([
+        "--model", model_dir, "--data", str(SHARED / "classification" / task / "train.jsonl"), "--output-dir",
+        tempfile.mkdtemp(), "--max-steps", str(args.timing_steps), "--batch-size", str(args.batch_size),
+        "--learning-rate", str(args.learning_rate), "--max-seq-length", str(args.max_seq_length)]))
     return trainer.train().metrics["train_samples_per_second"]
 
 

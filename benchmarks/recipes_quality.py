@@ -41,9 +41,19 @@ def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
     """The library script a sentence-transformers / pylate user would write (recipes/<recipe>.py); returns train
     samples/s."""
     batch, lr, _, _ = RECIPES[recipe]
-    trainer = plain_recipe(recipe).build_trainer(argparse.Namespace(
-        model=model_dir, data=data, output_dir=tempfile.mkdtemp(), max_steps=args.steps, batch_size=batch,
-        learning_rate=lr, max_seq_length=180 if recipe == "colbert" else args.max_seq_length))
+    script = plain_recipe(recipe)
+    if recipe == "rerank":  # the script mines with an embedding model from the hub; offline it gets BM25-labelled rows
+        import datasets
+
+        from ettin_ft.rerank import bm25_hard_negatives
+
+        labelled = Path(tempfile.mkdtemp()) / "labelled.jsonl"
+        bm25_hard_negatives(datasets.load_dataset("json", data_files=data, split="train"), 3).to_json(str(labelled))
+        data = str(labelled)
+    length = ["--document-length", "180"] if recipe == "colbert" else ["--max-seq-length", str(args.max_seq_length)]
+    trainer = script.build_trainer(script.parse_args([
+        "--model", model_dir, "--data", data, "--output-dir", tempfile.mkdtemp(), "--max-steps", str(args.steps),
+        "--batch-size", str(batch), "--learning-rate", str(lr), "--held-out", "0", *length]))
     return trainer.train().metrics["train_samples_per_second"]
 
 

@@ -67,11 +67,11 @@ def run_ettin(args, model_dir: str, packing: bool, lora: bool, marks: list) -> N
 def run_trl(args, model_dir: str, packing: bool, lora: bool, marks: list) -> None:
     """The plain trl script a user would write for an Ettin decoder (recipes/sft.py)."""
     plain_sft = plain_recipe("sft")
-    script_args = plain_sft.arguments(["--model", model_dir, "--data", str(CHATS), "--output-dir", tempfile.mkdtemp(),
-                                       "--max-steps", str(args.steps), "--batch-size", str(args.batch_size),
-                                       "--learning-rate", str(2e-4 if lora else 2e-5), "--max-seq-length",
-                                       str(args.max_length), *(["--lora"] if lora else []),
-                                       *(["--packing"] if packing else [])])
+    script_args = plain_sft.parse_args(["--model", model_dir, "--data", str(CHATS), "--output-dir", tempfile.mkdtemp(),
+                                        "--max-steps", str(args.steps), "--batch-size", str(args.batch_size),
+                                        "--learning-rate", str(2e-4 if lora else 2e-5), "--max-seq-length",
+                                        str(args.max_length), "--held-out", "0", *(["--lora"] if lora else []),
+                                        *([] if packing else ["--no-packing"])])
     trainer = plain_sft.build_trainer(script_args, callbacks=[step_timer(marks)])
     trainer.train()
 

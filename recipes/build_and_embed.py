@@ -12,9 +12,8 @@ import argparse
 import json
 import os
 
-from sentence_transformers import SentenceTransformerTrainingArguments
-
 import ettin_ft
+import ettin_ft.dense
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
@@ -33,10 +32,9 @@ encoder = ettin_ft.run_pretraining(ettin_ft.PretrainConfig(
     output_dir=os.path.join(args.output_dir, "encoder"), seq_len=256, vocab_size=8192, save_every=0, eval_every=0,
     report_to="none",
 ))
-ettin_ft.train_dense(
-    ettin_ft.DenseConfig(model=encoder, data=args.pairs, held_out=100, eval_beir=args.eval_beir),
-    SentenceTransformerTrainingArguments(output_dir=os.path.join(args.output_dir, "dense"), max_steps=args.dense_steps,
-                                         per_device_train_batch_size=32, learning_rate=1e-4, batch_sampler="no_duplicates",
-                                         save_strategy="no", report_to="none"),
-)
+# The release settings (configs/dense.yaml), as the command line resolves them, with this run's changes
+config, training_args = ettin_ft.dense.release(
+    os.path.join(args.output_dir, "dense"), model=encoder, data=args.pairs, held_out=100, eval_beir=args.eval_beir,
+    max_steps=args.dense_steps, per_device_train_batch_size=32, learning_rate=1e-4, save_strategy="no")
+ettin_ft.train_dense(config, training_args)
 print(json.dumps(json.load(open(os.path.join(args.output_dir, "dense", "metrics.json"))), indent=2))

@@ -8,9 +8,8 @@ import argparse
 import json
 import os
 
-from transformers import TrainingArguments
-
 import ettin_ft
+import ettin_ft.classify
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
@@ -30,10 +29,10 @@ for arch in ("encoder", "decoder"):
         tokenizer=tokenizer, output_dir=os.path.join(args.output_dir, f"pretrain-{arch}"), save_every=0, eval_every=0,
         report_to="none"))
     tokenizer = tokenizer or final  # the pair shares one tokenizer
-    ettin_ft.train_classify(
-        ettin_ft.ClassifyConfig(model=final, data=args.data, max_samples=args.max_samples),
-        TrainingArguments(output_dir=os.path.join(args.output_dir, f"sst2-{arch}"), max_steps=args.classify_steps,
-                          per_device_train_batch_size=32, learning_rate=1e-3, save_strategy="no", report_to="none"))
+    # The release settings (configs/classify/default.yaml) with this run's changes
+    ettin_ft.train_classify(*ettin_ft.classify.release(
+        os.path.join(args.output_dir, f"sst2-{arch}"), model=final, data=args.data, max_samples=args.max_samples,
+        max_steps=args.classify_steps, learning_rate=1e-3, save_strategy="no"))
 for arch in ("encoder", "decoder"):
     metrics = json.load(open(os.path.join(args.output_dir, f"sst2-{arch}", "metrics.json")))
     print(f"{arch}: accuracy {metrics['before']['accuracy']:.3f} -> {metrics['after']['accuracy']:.3f} "
