@@ -22,7 +22,7 @@ from .cards import write_model_cards
 from .config import dump_yaml, parse_config, plain, refuse_inapplicable, shipped_config, to_dict
 from .data.loading import check_texts, load_beir, load_data
 from .evaluation import NANOBEIR_EN
-from .errors import EttinError
+from .errors import EttinError, check_output_dir
 from .folders import (STATE_FILE, atomic_folder, complete_checkpoints, publish, remove_unfinished, staging_folder,
                       staging_path)
 from .models import LocatedModel, quiet_expected_load_reports
@@ -123,6 +123,7 @@ def prepare_run(config: RecipeConfig, args, runtime=None):
     --precision, or the trainer's own --bf16/--fp16 (they must agree), on the trainer's device (--use-cpu)
     unless ``runtime`` is given. ``args.resume_from_checkpoint`` becomes the checkpoint to resume, if any.
     """
+    check_output_dir(args.output_dir)  # as the command line does, for callers that build the arguments themselves
     quiet_expected_load_reports()
     if runtime is None:
         asked = "bf16" if args.bf16 else "fp16" if args.fp16 else None

@@ -56,3 +56,43 @@ def test_no_dataclass_default_contradicts_its_yaml(recipe, yaml_name, config_cla
     for field in dataclasses.fields(getattr(importlib.import_module(f"ettin_ft.{recipe}"), config_class)):
         if field.name in release and field.name not in owned_elsewhere:
             assert field.default == release[field.name], (yaml_name, field.name, field.default, release[field.name])
+
+
+@pytest.mark.parametrize("recipe, config_name, arguments", [
+    ("dense", "DenseConfig", "sentence_transformers.SentenceTransformerTrainingArguments"),
+    ("colbert", "ColbertConfig", "sentence_transformers.SentenceTransformerTrainingArguments"),
+    ("sparse", "SparseConfig", "sentence_transformers.sparse_encoder.SparseEncoderTrainingArguments"),
+    ("rerank", "RerankConfig", "sentence_transformers.cross_encoder.CrossEncoderTrainingArguments"),
+    ("classify", "ClassifyConfig", "transformers.TrainingArguments"),
+    ("sft", "SftRecipeConfig", "trl.SFTConfig"),
+])
+def test_train_checks_inputs_as_the_command_line_does(recipe, config_name, arguments, tiny_encoder_dir, tiny_decoder_dir,
+                                                      world_dir, tmp_path):
+    """Arguments built by hand, not by release(): an output folder that is a file, a finished run, missing data and
+    the wrong architecture get the command line's one-line errors, before any model is loaded."""
+    module = importlib.import_module(f"ettin_ft.{recipe}")
+    config_class = getattr(module, config_name)
+    arguments_module, arguments_name = arguments.rsplit(".", 1)
+    library_arguments = getattr(importlib.import_module(arguments_module), arguments_name)
+    cpu = {"use_cpu": True, "bf16": False} if recipe == "sft" else {}  # trl's SFTConfig asks for bf16 by default
+
+    def arguments_class(output_dir):
+        return library_arguments(output_dir=output_dir, **cpu)
+
+    train = getattr(module, f"train_{recipe}")
+    model = tiny_decoder_dir if recipe == "sft" else tiny_encoder_dir
+    data = str(world_dir / ("sft_train.jsonl" if recipe == "sft" else "retrieval_train.jsonl"))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(EttinError, match="is an existing file; expected a folder"):
+        train(config_class(model=str(model), data=data), arguments_class(output_dir=str(a_file)))
+    (tmp_path / "done" / "final").mkdir(parents=True)
+    with pytest.raises(EttinError, match="already holds a finished run"):
+        train(config_class(model=str(model), data=data), arguments_class(output_dir=str(tmp_path / "done")))
+    with pytest.raises(EttinError, match="does not exist"):
+        train(config_class(model=str(model), data=str(tmp_path / "none.jsonl")), arguments_class(output_dir=str(tmp_path / "x")))
+    other = tiny_encoder_dir if recipe == "sft" else tiny_decoder_dir
+    if recipe not in ("dense", "classify"):  # those two take both architectures
+        with pytest.raises(EttinError, match="recipe"):
+            train(config_class(model=str(other), data=data), arguments_class(output_dir=str(tmp_path / "y")))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
