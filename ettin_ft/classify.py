@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import statistics
 from dataclasses import dataclass, field
 
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
@@ -28,6 +27,7 @@ from .config import early_value, shipped_config
 from .data.classification import GLUE_TASKS, ClassificationData, glue_task, load_classification_data
 from .errors import EttinError, cli_entry
 from .evaluation import classification_metrics
+from .seeds import mean_std, parse_seeds
 from .recipe import (RecipeConfig, column_mapping, locate_model, model_kwargs, parse_recipe, prepare_run, print_dry_run,
                      publish_from_main, publish_trained, release_recipe, train_and_save, write_results)
 from .tokenizer import set_post_processing
@@ -160,24 +160,18 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
 
 def summarise(runs: dict[int, dict]) -> dict:
     """Per-seed metrics with their mean ("before", "after", "majority") and standard deviation."""
-    summary = {}
+    summary = {"std": {}}
     for stage in ("before", "after"):
-        names = runs[next(iter(runs))][stage]
-        summary[stage] = {n: statistics.mean(r[stage][n] for r in runs.values()) for n in names}
-        summary.setdefault("std", {})[stage] = {
-            n: statistics.stdev(r[stage][n] for r in runs.values()) if len(runs) > 1 else 0.0 for n in names}
+        spread = {n: mean_std([r[stage][n] for r in runs.values()]) for n in runs[next(iter(runs))][stage]}
+        summary[stage] = {n: mean for n, (mean, _) in spread.items()}
+        summary["std"][stage] = {n: std for n, (_, std) in spread.items()}
     summary["majority"] = runs[next(iter(runs))]["majority"]
     return {**summary, "seeds": {str(seed): run for seed, run in runs.items()}}
 
 
 def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
     """One run per seed in DIR/seed-N/ (finished ones are kept), then DIR/metrics.json and DIR/config.yaml."""
-    try:
-        seeds = [int(s) for s in config.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise EttinError(f"--seeds {config.seeds!r}: expected integers, e.g. 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise EttinError(f"--seeds {config.seeds!r}: expected distinct integers, e.g. 0,1,2")
+    seeds = parse_seeds(config.seeds)
     single = dataclasses.replace(config, seeds=None)
     runs, model = {}, None
     for number, seed in enumerate(seeds, 1):

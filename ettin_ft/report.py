@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from . import plots
+
 PLOTS = {"loss_curves.png": "Training loss per stage", "before_after.png": "Each stage's metric before and after",
          "encoder_vs_decoder.png": "Encoder vs decoder of the same size: dense retrieval, classification and zero-shot facts"}
 # (panel title, encoder stage, decoder stage, metrics) of the encoder-vs-decoder plot's fine-tuning panels
@@ -77,58 +79,45 @@ def training_losses(output_dir: str, stage: str) -> list[tuple[int, float]]:
 
 
 def plot(output_dir: str, results: dict) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     stages = results["stages"]
     written = []
 
     columns = 3
     rows = (len(stages) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
-    for axis, record in zip(axes.flat, stages):
-        points = training_losses(output_dir, record["stage"])
-        if points:
-            axis.plot(*zip(*points))
-        axis.set_title(record["stage"], fontsize=10)
-        axis.set_xlabel("step")
-        axis.set_ylabel("loss")
-    for axis in list(axes.flat)[len(stages):]:
-        axis.axis("off")
-    figure.tight_layout()
-    figure.savefig(os.path.join(output_dir, "loss_curves.png"), dpi=100)
+    with plots.figure(os.path.join(output_dir, "loss_curves.png"), columns, rows, size=(4 * columns, 3 * rows)) as axes:
+        for axis, record in zip(axes.flat, stages):
+            points = training_losses(output_dir, record["stage"])
+            if points:
+                axis.plot(*zip(*points))
+            axis.set_title(record["stage"], fontsize=10)
+            axis.set(xlabel="step", ylabel="loss")
+        for axis in list(axes.flat)[len(stages):]:
+            axis.axis("off")
     written.append("loss_curves.png")
 
-    figure, axes = plt.subplots(1, len(stages), figsize=(2.2 * len(stages), 3.2), squeeze=False)
-    for axis, record in zip(axes.flat, stages):
-        metric = record["metric"]
-        axis.bar(["before", "after"], [record["before"][metric], record["after"][metric]], color=["#999999", "#3b75af"])
-        axis.set_title(f"{record['stage']}\n{metric}", fontsize=9)
-        axis.tick_params(labelsize=8)
-    figure.tight_layout()
-    figure.savefig(os.path.join(output_dir, "before_after.png"), dpi=100)
+    with plots.figure(os.path.join(output_dir, "before_after.png"), len(stages), size=(2.2 * len(stages), 3.2)) as axes:
+        for axis, record in zip(axes.flat, stages):
+            metric = record["metric"]
+            axis.bar(["before", "after"], [record["before"][metric], record["after"][metric]], color=["#999999", "#3b75af"])
+            axis.set_title(f"{record['stage']}\n{metric}", fontsize=9)
+            axis.tick_params(labelsize=8)
     written.append("before_after.png")
 
     panels = encoder_decoder_panels(results)
     if panels:
-        figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.5), squeeze=False)
+        colors = {("encoder", "before"): "#bbbbbb", ("encoder", "after"): "#3b75af",
+                  ("decoder", "before"): "#dddddd", ("decoder", "after"): "#e1812c"}
         width = 0.2
-        for axis, (title, metrics, sides) in zip(axes.flat, panels):
-            colors = {("encoder", "before"): "#bbbbbb", ("encoder", "after"): "#3b75af",
-                      ("decoder", "before"): "#dddddd", ("decoder", "after"): "#e1812c"}
-            for offset, ((arch, when), values) in enumerate(sides.items()):
-                axis.bar([i + (offset - 1.5) * width for i in range(len(metrics))], [values[m] for m in metrics], width,
-                         label=f"{arch} {when}", color=colors[arch, when])
-            axis.set_xticks(range(len(metrics)), metrics)
-            axis.set_title(title)
-            axis.set_ylim(0, 1.25)  # every metric shown is a share; the legend sits above the bars
-            axis.legend(fontsize=8, ncol=2, loc="upper left")
-        figure.tight_layout()
-        figure.savefig(os.path.join(output_dir, "encoder_vs_decoder.png"), dpi=100)
+        with plots.figure(os.path.join(output_dir, "encoder_vs_decoder.png"), len(panels), size=(6 * len(panels), 3.5)) as axes:
+            for axis, (title, metrics, sides) in zip(axes.flat, panels):
+                for offset, ((arch, when), values) in enumerate(sides.items()):
+                    axis.bar([i + (offset - 1.5) * width for i in range(len(metrics))], [values[m] for m in metrics], width,
+                             label=f"{arch} {when}", color=colors[arch, when])
+                axis.set_xticks(range(len(metrics)), metrics)
+                axis.set_title(title)
+                axis.set_ylim(0, 1.25)  # every metric shown is a share; the legend sits above the bars
+                axis.legend(fontsize=8, ncol=2, loc="upper left")
         written.append("encoder_vs_decoder.png")
-    plt.close("all")
     return written
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ettin_ft.compare import StudyConfig, expand_revisions, plan
+from ettin_ft.study.plan import StudyConfig, expand_revisions, plan
 from ettin_ft.errors import EttinError
 
 from .conftest import REPO, run_cli_main, shared_data

@@ -192,7 +192,7 @@ def test_every_pretrain_field_is_read(tiny_encoder_dir, world_dir, tmp_path, cap
 def test_every_probe_and_helper_field_is_read(tiny_encoder_dir, tiny_decoder_dir, pretrained_tiny, world_dir, tmp_path,
                                               capsys):
     from ettin_ft.bias import BiasConfig
-    from ettin_ft.compare import StudyConfig
+    from ettin_ft.study.plan import StudyConfig
     from ettin_ft.generate import GenerateConfig
     from ettin_ft.zeroshot import ZeroShotConfig
 
