@@ -50,7 +50,8 @@ def step_timer(marks: list):
 def run_ettin(args, model_dir: str, packing: bool, lora: bool, marks: list) -> None:
     """The package's own path: the functions train_sft is made of, minus its before/after evaluation."""
     from ettin_ft.runtime import choose_runtime
-    from ettin_ft.sft import SftRecipeConfig, build_chat_model, build_trainer, load_sft_data, locate_decoder, lora_config, with_bos
+    from ettin_ft.data.sft import with_bos
+    from ettin_ft.sft import SftRecipeConfig, build_chat_model, build_trainer, load_sft_data, locate_decoder, lora_config
 
     config = SftRecipeConfig(model=model_dir, data=str(CHATS), max_samples=args.rows, held_out=0, lora=lora,
                              precision="fp32")

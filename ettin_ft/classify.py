@@ -22,12 +22,13 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
                           TrainingArguments, set_seed)
 
 from .hub import locate
-from .models import describe_arch, lora_target_modules
+from .models import describe_arch, load_checked, lora_target_modules
 from .config import early_value, shipped_config
-from .data.classification import GLUE_TASKS, ClassificationData, glue_task, load_classification_data
+from .data.classification import (GLUE_TASKS, ClassificationData, glue_task, load_classification_data,
+                                  tokenize_texts)
 from .errors import EttinError, cli_entry
-from .evaluation import classification_metrics
-from .seeds import mean_std, parse_seeds
+from .evaluation import classification_metrics, classifier_predictions
+from .seeds import parse_seeds, summarise_seeds
 from .recipe import (RecipeConfig, column_mapping, locate_model, model_kwargs, parse_recipe, prepare_run, print_dry_run,
                      publish_from_main, publish_trained, release_recipe, train_and_save, write_results)
 from .tokenizer import set_post_processing
@@ -93,8 +94,8 @@ def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
         raise EttinError(f"--pooling {config.pooling}: {ref.describe()} is {describe_arch(located.config)}, which "
                          "pools as its own classifier does; leave --pooling at auto")
     source = locate(config.init_from) if config.init_from else ref
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source.path, revision=source.revision, num_labels=data.num_labels, pad_token_id=tokenizer.pad_token_id,
+    model = load_checked(
+        AutoModelForSequenceClassification, source, num_labels=data.num_labels, pad_token_id=tokenizer.pad_token_id,
         problem_type="regression" if data.regression else "single_label_classification",
         ignore_mismatched_sizes=config.init_from is not None, **labels, **model_kwargs(runtime),
         # The decoder's prediction head (dense, GELU, LayerNorm) is its LM head's, as the encoder's is its MLM head's.
@@ -110,16 +111,6 @@ def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
     return model, tokenizer, arch
 
 
-def tokenize(dataset, tokenizer, text_columns, max_length: int | None):
-    return dataset.map(lambda rows: tokenizer(*(rows[c] for c in text_columns), truncation=True, max_length=max_length),
-                       batched=True, remove_columns=list(text_columns))
-
-
-def predictions_of(trainer, dataset, regression: bool):
-    logits = trainer.predict(dataset).predictions
-    return logits[:, 0] if regression else logits.argmax(-1)
-
-
 def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None, dry_run=False):
     """Fine-tune a classifier as ``config`` says; returns it (with --seeds: the last seed's)."""
     if config.seeds and not dry_run:
@@ -131,7 +122,7 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
     if dry_run:
         print_dry_run(config, args, model, data.train)
         return model
-    train, evaluation = (tokenize(split, tokenizer, data.text_columns, config.max_seq_length)
+    train, evaluation = (tokenize_texts(split, tokenizer, data.text_columns, config.max_seq_length)
                          for split in (data.train, data.eval))
     extra = glue_task(config.task).extra_metrics if config.task else ()
     labels = data.eval["label"]
@@ -139,7 +130,7 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
                       data_collator=DataCollatorWithPadding(tokenizer))
 
     def measure() -> dict:
-        return classification_metrics(predictions_of(trainer, evaluation, data.regression), labels, extra, data.regression)
+        return classification_metrics(classifier_predictions(trainer, evaluation, data.regression), labels, extra, data.regression)
 
     majority = classification_metrics([data.majority_prediction()] * len(labels), labels, extra, data.regression)
 
@@ -158,17 +149,6 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
     return trained["model"]
 
 
-def summarise(runs: dict[int, dict]) -> dict:
-    """Per-seed metrics with their mean ("before", "after", "majority") and standard deviation."""
-    summary = {"std": {}}
-    for stage in ("before", "after"):
-        spread = {n: mean_std([r[stage][n] for r in runs.values()]) for n in runs[next(iter(runs))][stage]}
-        summary[stage] = {n: mean for n, (mean, _) in spread.items()}
-        summary["std"][stage] = {n: std for n, (_, std) in spread.items()}
-    summary["majority"] = runs[next(iter(runs))]["majority"]
-    return {**summary, "seeds": {str(seed): run for seed, run in runs.items()}}
-
-
 def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
     """One run per seed in DIR/seed-N/ (finished ones are kept), then DIR/metrics.json and DIR/config.yaml."""
     seeds = parse_seeds(config.seeds)
@@ -184,7 +164,7 @@ def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
             model = train_classify(single, dataclasses.replace(args, seed=seed, output_dir=folder), runtime)
         with open(metrics_path, encoding="utf-8") as handle:
             runs[seed] = json.load(handle)
-    summary = summarise(runs)
+    summary = summarise_seeds(runs)
     write_results(args.output_dir, config, args, summary.pop("before"), summary.pop("after"), extra=summary)
     return model
 

@@ -20,6 +20,7 @@ from transformers import set_seed
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import NANOBEIR_EN
+from .models import load_through_library
 from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
                      prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out,
                      train_and_save)
@@ -50,9 +51,9 @@ class ColbertConfig(RetrievalConfig):
 
 def build_colbert(config: ColbertConfig, runtime, located=None) -> models.ColBERT:
     ref = (located or locate_model(config, "colbert")).ref
-    return models.ColBERT(model_name_or_path=ref.path, revision=ref.revision, device=str(runtime.device),
-                          query_length=config.query_length, document_length=config.document_length,
-                          model_kwargs=model_kwargs(runtime))
+    return load_through_library(ref, lambda: models.ColBERT(
+        model_name_or_path=ref.path, revision=ref.revision, device=str(runtime.device), query_length=config.query_length,
+        document_length=config.document_length, model_kwargs=model_kwargs(runtime)), lambda built: built[0].auto_model)
 
 
 def distillation_data(config: ColbertConfig):

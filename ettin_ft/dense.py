@@ -18,6 +18,7 @@ from sentence_transformers.evaluation import SequentialEvaluator
 from transformers import set_seed
 
 from .errors import cli_entry
+from .models import load_through_library
 from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
                      prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out,
                      train_and_save)
@@ -42,8 +43,9 @@ def locate_base(config: DenseConfig):
 def build_embedder(config: DenseConfig, runtime, located=None) -> SentenceTransformer:
     located = located or locate_base(config)
     ref, arch = located.ref, located.arch
-    transformer = models.Transformer(ref.path, max_seq_length=config.max_seq_length,
-                                     model_args={**model_kwargs(runtime), "revision": ref.revision})
+    transformer = load_through_library(ref, lambda: models.Transformer(
+        ref.path, max_seq_length=config.max_seq_length, model_args={**model_kwargs(runtime), "revision": ref.revision}),
+        lambda built: built.auto_model)
     pooling = config.pooling if config.pooling != "auto" else ("mean" if arch == "encoder" else "lasttoken")
     return SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), pooling)],
                                device=str(runtime.device))

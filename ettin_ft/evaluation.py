@@ -249,6 +249,12 @@ def _correlation(function, predictions, labels) -> float:
     return float(function(predictions, labels)[0])
 
 
+def classifier_predictions(trainer, dataset, regression: bool):
+    """The trainer's predicted class per row (the value itself for regression), gathered from every process."""
+    logits = trainer.predict(dataset).predictions
+    return logits[:, 0] if regression else logits.argmax(-1)
+
+
 def classification_metrics(predictions, labels, extra: tuple[str, ...] = (), regression: bool = False) -> dict[str, float]:
     """Accuracy and macro-F1 (plus ``extra``: "matthews" for CoLA, "f1" of class 1 for MRPC/QQP), or for
     regression Pearson and Spearman correlation and the mean squared error; computed locally."""
@@ -269,3 +275,43 @@ def classification_metrics(predictions, labels, extra: tuple[str, ...] = (), reg
     if "f1" in extra:
         results["f1"] = float(f1_score(labels, predictions, pos_label=1, zero_division=0))
     return results
+
+
+# ------------------------------------------------------------------------------------------ language models
+
+
+def answer_samples(model, tokenizer, conversations, max_new_tokens: int) -> list[dict]:
+    """Greedy answers to each conversation's last user turn, beside the reference answer."""
+    from .generate import generate
+
+    model.eval()
+    samples = []
+    for messages in conversations:
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        answer = generate(model, tokenizer, messages[:last], max_new_tokens=max_new_tokens)
+        samples.append({"prompt": messages[last - 1]["content"], "reference": messages[last]["content"], "answer": answer})
+    return samples
+
+
+def language_model_metrics(trainer, held_out, generations: int, max_new_tokens: int) -> tuple[dict, list[dict]]:
+    """The held-out loss, perplexity and token accuracy (trl's, gathered from every process), and the exact-match
+    share of greedy answers to the first ``generations`` held-out conversations (the main process answers); plus
+    those answers."""
+    import math
+
+    from accelerate import PartialState
+
+    if held_out is None:
+        return {}, []
+    metrics = trainer.evaluate()
+    results = {"held_out_loss": metrics["eval_loss"], "held_out_perplexity": math.exp(min(metrics["eval_loss"], 50))}
+    if "eval_mean_token_accuracy" in metrics:
+        results["held_out_token_accuracy"] = metrics["eval_mean_token_accuracy"]
+    samples = []
+    if generations > 0 and PartialState().is_main_process:  # generation is not sharded: others would copy it
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        conversations = held_out.select(range(min(generations, len(held_out))))["messages"]
+        samples = answer_samples(model, trainer.processing_class, conversations, max_new_tokens)
+    if samples:
+        results["held_out_exact_match"] = sum(s["answer"].strip() == s["reference"].strip() for s in samples) / len(samples)
+    return results, samples

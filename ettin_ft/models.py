@@ -6,9 +6,9 @@ decoder (Ettin or another transformers model), LoRA targets, and the registry ta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import re
 import sys
 from dataclasses import dataclass
 
@@ -186,8 +186,7 @@ def load_model(name: str | LocatedModel, arch: str | None = None, wrong_arch_hin
     command takes the other kind).
     """
     located = name if isinstance(name, LocatedModel) else locate_model(name, (arch,) if arch else ARCHS, hint=wrong_arch_hint)
-    auto = ETTIN_CLASSES[located.arch].auto
-    return auto.from_pretrained(located.ref.path, revision=located.ref.revision, **kwargs)
+    return load_checked(ETTIN_CLASSES[located.arch].auto, located.ref, **kwargs)
 
 
 def load_tokenizer(name: str | ModelRef | LocatedModel, arch: str | None = None):
@@ -208,32 +207,97 @@ def lora_target_modules(located: LocatedModel) -> list[str] | None:
     return None
 
 
-# Keys transformers reports when a pretraining checkpoint becomes a task model: the pretraining heads it
-# leaves out (MLM head, LM head, output bias) and the new classifier. Both are expected there.
+# Keys that differ, as expected, when a pretraining checkpoint becomes another model: the pretraining heads it
+# leaves out (MLM head, LM head, output bias) and the new classifier (or BERT's pooler).
 EXPECTED_UNUSED = ("head.", "decoder.", "lm_head.", "cls.")  # cls.: a BERT-style MLM head
-EXPECTED_NEW = ("classifier.", "score.")  # score.: the classifier of Llama-style decoders
-_REPORT_ROW = re.compile(r"^(\S+)\s*\|\s*(UNEXPECTED|MISSING|MISMATCH)\b", re.MULTILINE)
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+EXPECTED_NEW = ("classifier.", "score.", "pooler.")  # score.: the classifier of Llama-style decoders
+logger = logging.getLogger(__name__)
 
 
-class ExpectedLoadReports(logging.Filter):
-    """Drop transformers' LOAD REPORT when it lists only the expected keys; any other report still shows."""
+@contextlib.contextmanager
+def own_load_report():
+    """Hold back transformers' LOAD REPORT table while a model loads (its logger off for the block only; not its
+    level, which transformers also reads to decide on other checks): ettin-ft checks the loading itself and says
+    in one line what was not expected."""
+    transformers_logger = logging.getLogger("transformers.modeling_utils")
+    disabled = transformers_logger.disabled
+    transformers_logger.disabled = True
+    try:
+        yield
+    finally:
+        transformers_logger.disabled = disabled
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = _ANSI.sub("", str(record.msg))
-        if "LOAD REPORT" not in message:
-            return True
-        rows = _REPORT_ROW.findall(message)
-        expected = all((status == "UNEXPECTED" and key.startswith(EXPECTED_UNUSED))
-                       or (status == "MISSING" and (key.startswith(EXPECTED_NEW) or ".pooler." in key))  # BERT's pooler
-                   for key, status in rows)
-        return not (rows and expected)
+
+def report_unexpected_loading(source: str, missing, unused, mismatched=()) -> dict[str, list[str]]:
+    """Warn in one line about the keys that differ beyond the expected ones (``EXPECTED_UNUSED``, ``EXPECTED_NEW``);
+    returns them by kind."""
+    names = [key[0] if isinstance(key, tuple) else key for key in mismatched]
+    problems = {"missing": sorted(k for k in missing if not k.split(".", 1)[-1].startswith(EXPECTED_NEW)
+                                  and not k.startswith(EXPECTED_NEW)),
+                "unused": sorted(k for k in unused if not k.startswith(EXPECTED_UNUSED)),
+                "resized": sorted(k for k in names if not k.startswith(EXPECTED_NEW))}
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        listed = "; ".join(f"{kind}: {', '.join(keys[:6])}{f' and {len(keys) - 6} more' if len(keys) > 6 else ''}"
+                           for kind, keys in problems.items())
+        logger.warning(f"{source}: weights not loaded as expected ({listed})")
+    return problems
 
 
-def quiet_expected_load_reports() -> None:
-    logger = logging.getLogger("transformers.modeling_utils")
-    if not any(isinstance(f, ExpectedLoadReports) for f in logger.filters):
-        logger.addFilter(ExpectedLoadReports())
+def load_checked(auto_class, ref: ModelRef, **kwargs) -> PreTrainedModel:
+    """``auto_class.from_pretrained`` for ``ref``, with its loading info (``output_loading_info=True``) checked."""
+    with own_load_report():
+        model, info = auto_class.from_pretrained(ref.path, revision=ref.revision, output_loading_info=True, **kwargs)
+    report_unexpected_loading(ref.describe(), info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"])
+    return model
+
+
+def checkpoint_tensor_names(ref: ModelRef) -> set[str] | None:
+    """The tensor names in ``ref``'s safetensors files (read from their headers), or None where there are none to
+    read (a .bin checkpoint, or the files not on disk)."""
+    import glob
+    import os
+
+    folder = ref.path
+    if not ref.local:
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = snapshot_download(ref.path, revision=ref.revision, local_files_only=True,
+                                       allow_patterns=["*.safetensors", "*.json"])
+        except Exception:  # not in the cache: the library downloads it, with transformers' own report
+            return None
+    files = glob.glob(os.path.join(folder, "*.safetensors"))
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    names = set()
+    for file in files:
+        with safe_open(file, "pt") as handle:
+            names |= set(handle.keys())
+    return names
+
+
+def load_through_library(ref: ModelRef, build, transformers_model):
+    """``build()``, a library's model (sentence-transformers, pylate) loaded from ``ref``, checked as
+    ``load_checked`` checks loading info: the parameters of its transformers model (``transformers_model(built)``)
+    against the checkpoint's tensor names, both without the base model's prefix."""
+    stored = checkpoint_tensor_names(ref)
+    if stored is None:
+        return build()  # nothing to check against: transformers' own report stays
+    with own_load_report():
+        built = build()
+    model = transformers_model(built)
+    prefix = model.base_model_prefix + "."
+
+    def bare(name: str) -> str:
+        return name[len(prefix):] if name.startswith(prefix) else name
+
+    loaded = {bare(name) for name in stored}
+    wanted = {bare(name) for name, _ in model.named_parameters()}
+    report_unexpected_loading(ref.describe(), wanted - loaded, loaded - wanted)
+    return built
 
 
 def count_parameters(size: str, arch: str) -> int:

@@ -25,7 +25,7 @@ from .evaluation import NANOBEIR_EN
 from .errors import EttinError, check_output_dir
 from .folders import (STATE_FILE, atomic_folder, complete_checkpoints, publish, remove_unfinished, staging_folder,
                       staging_path)
-from .models import LocatedModel, quiet_expected_load_reports
+from .models import LocatedModel
 from .models import locate_model as locate_checked
 from .runtime import choose_runtime
 
@@ -124,7 +124,6 @@ def prepare_run(config: RecipeConfig, args, runtime=None):
     unless ``runtime`` is given. ``args.resume_from_checkpoint`` becomes the checkpoint to resume, if any.
     """
     check_output_dir(args.output_dir)  # as the command line does, for callers that build the arguments themselves
-    quiet_expected_load_reports()
     if runtime is None:
         asked = "bf16" if args.bf16 else "fp16" if args.fp16 else None
         if asked and config.precision not in ("auto", asked):

@@ -23,6 +23,7 @@ from transformers import set_seed
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import BM25
+from .models import load_through_library
 from .recipe import (RetrievalConfig, column_mapping, evaluators_for, load_training_data, locate_model, model_kwargs,
                      parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators,
                      split_held_out, train_and_save)
@@ -99,8 +100,9 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
     train, held_out = training_pairs(config)
     evaluators = evaluators_for("rerank", config, held_out)
     pooling = {"classifier_pooling": config.classifier_pooling} if config.classifier_pooling else {}
-    model = CrossEncoder(ref.path, num_labels=1, revision=ref.revision, max_length=config.max_seq_length,
-                         device=str(runtime.device), model_kwargs=model_kwargs(runtime), config_kwargs=pooling)
+    model = load_through_library(ref, lambda: CrossEncoder(
+        ref.path, num_labels=1, revision=ref.revision, max_length=config.max_seq_length, device=str(runtime.device),
+        model_kwargs=model_kwargs(runtime), config_kwargs=pooling), lambda built: built.model)
     if dry_run:
         print_dry_run(config, args, model, train)
         return model

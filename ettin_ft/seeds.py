@@ -22,3 +22,16 @@ def parse_seeds(text) -> list[int]:
 def mean_std(values: list[float]) -> tuple[float, float]:
     """The mean and the sample standard deviation (0 for one value)."""
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise_seeds(runs: dict[int, dict]) -> dict:
+    """One metrics.json from each seed's: the mean of every "before" and "after" metric, their standard deviations
+    ("std"), the majority baseline and every seed's own results ("seeds")."""
+    first = runs[next(iter(runs))]
+    summary = {"std": {}}
+    for stage in ("before", "after"):
+        spread = {name: mean_std([run[stage][name] for run in runs.values()]) for name in first[stage]}
+        summary[stage] = {name: mean for name, (mean, _) in spread.items()}
+        summary["std"][stage] = {name: std for name, (_, std) in spread.items()}
+    summary["majority"] = first["majority"]
+    return {**summary, "seeds": {str(seed): run for seed, run in runs.items()}}

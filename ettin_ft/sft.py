@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -22,19 +21,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from .compat import route_fused_loss_through_prediction_head
-from .data.loading import check_texts, validate_chats
+from .data.sft import checked_split, data_format, with_bos
 from .config import early_value, shipped_config
 from .errors import EttinError, cli_entry
-from .models import lora_target_modules
-from .generate import generate
+from .models import load_checked, lora_target_modules
+from .evaluation import language_model_metrics
 from .tokenizer import add_chat_support
-from .recipe import (RecipeConfig, is_main_process, load_training_data, locate_model, model_kwargs, parse_recipe,
+from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, parse_recipe,
                      prepare_run, print_dry_run, publish_from_main, publish_trained, release_recipe, release_settings,
                      split_held_out, train_and_save)
 
 DEFAULTS, RELEASE_DATA = release_settings("sft")
 LORA_DEFAULTS = shipped_config("lora")
-FORMAT_COLUMNS = {"conversational": ["messages"], "prompt-completion": ["prompt", "completion"], "text": ["text"]}
 
 
 @dataclass
@@ -64,22 +62,6 @@ def release_defaults(argv: list[str] | None) -> dict:
     return {**DEFAULTS, **LORA_DEFAULTS} if lora else DEFAULTS
 
 
-def data_format(dataset, where: str) -> str:
-    for name, columns in FORMAT_COLUMNS.items():
-        if all(c in dataset.column_names for c in columns):
-            return name
-    raise EttinError(f"{where}: no messages column (nor prompt/completion, nor text); found "
-                     f"{', '.join(dataset.column_names) or 'none'}; expected conversations in 'messages'")
-
-
-def with_bos(dataset, fmt: str, bos: str):
-    """Put BOS first in non-chat rows, as in decoder pretraining (the chat template adds it to chats)."""
-    column = {"prompt-completion": "prompt", "text": "text"}.get(fmt)
-    if dataset is None or column is None or isinstance(dataset[0][column], list):
-        return dataset
-    return dataset.map(lambda row: {column: bos + row[column]})
-
-
 def locate_decoder(config: SftRecipeConfig):
     return locate_model(config, "sft", allowed=("decoder",))
 
@@ -87,7 +69,7 @@ def locate_decoder(config: SftRecipeConfig):
 def build_chat_model(config: SftRecipeConfig, runtime, located=None):
     """The decoder and its tokenizer, with ChatML added."""
     ref = (located or locate_decoder(config)).ref
-    kwargs = {**model_kwargs(runtime), "revision": ref.revision}
+    kwargs = model_kwargs(runtime)
     if config.load_in_4bit:
         if runtime.device.type != "cuda":
             raise EttinError("--load-in-4bit (QLoRA) needs a CUDA GPU; train LoRA in full precision on CPU")
@@ -97,7 +79,7 @@ def build_chat_model(config: SftRecipeConfig, runtime, located=None):
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
+    model = load_checked(AutoModelForCausalLM, ref, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision)
     add_chat_support(model, tokenizer)
     # Packed rows restart their position ids; the mask that keeps them apart is built only without a cache.
@@ -114,47 +96,12 @@ def lora_config(config: SftRecipeConfig, located):
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
-def answer_samples(model, tokenizer, held_out, fmt: str, config: SftRecipeConfig) -> list[dict]:
-    """Greedy answers to the first held-out conversations' last user turn, beside the reference answer."""
-    if held_out is None or fmt != "conversational" or config.eval_generations < 1:
-        return []
-    model.eval()
-    samples = []
-    for messages in held_out.select(range(min(config.eval_generations, len(held_out))))["messages"]:
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        answer = generate(model, tokenizer, messages[:last], max_new_tokens=config.max_new_tokens)
-        samples.append({"prompt": messages[last - 1]["content"], "reference": messages[last]["content"], "answer": answer})
-    return samples
-
-
-def evaluate_sft(trainer, held_out, fmt: str, config: SftRecipeConfig) -> tuple[dict, list[dict]]:
-    """Held-out loss, perplexity and token accuracy (trl's), and exact-match answers; plus the samples."""
-    if held_out is None:
-        return {}, []
-    metrics = trainer.evaluate()
-    results = {"held_out_loss": metrics["eval_loss"], "held_out_perplexity": math.exp(min(metrics["eval_loss"], 50))}
-    if "eval_mean_token_accuracy" in metrics:
-        results["held_out_token_accuracy"] = metrics["eval_mean_token_accuracy"]
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    # Generation is not sharded: the main process answers (the others' samples would be copies).
-    samples = answer_samples(model, trainer.processing_class, held_out, fmt, config) if is_main_process() else []
-    if samples:
-        results["held_out_exact_match"] = sum(s["answer"].strip() == s["reference"].strip() for s in samples) / len(samples)
-    return results, samples
-
-
 def load_sft_data(config: SftRecipeConfig):
     """(train, held-out, format): checked conversations, prompt/completion pairs or plain text."""
     train, held_out = split_held_out(config, load_training_data(config, [], optional=None, default=RELEASE_DATA))
     where = config.data or RELEASE_DATA[0]
     fmt = data_format(train, where)
-    splits = [split.select_columns(FORMAT_COLUMNS[fmt]) if split is not None else None for split in (train, held_out)]
-    for split in splits:
-        if fmt == "conversational" and split is not None:
-            validate_chats(split, where)
-        elif split is not None and not isinstance(split[0][FORMAT_COLUMNS[fmt][0]], list):  # plain strings
-            check_texts(split, FORMAT_COLUMNS[fmt], where)
-    return splits[0], splits[1], fmt
+    return checked_split(train, fmt, where), checked_split(held_out, fmt, where), fmt
 
 
 def build_trainer(config: SftRecipeConfig, args: SFTConfig, model, tokenizer, train, held_out, fmt: str,
@@ -174,8 +121,6 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
     """Fine-tune a decoder as ``config`` says; returns the trained model (PeftModel with --lora, merged with --merge)."""
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
-    if (config.merge or config.load_in_4bit) and not config.lora:
-        raise EttinError("--merge and --load-in-4bit apply to LoRA training; add --lora")
     located = locate_decoder(config)
     train, held_out, fmt = load_sft_data(config)
     model, tokenizer = build_chat_model(config, runtime, located)  # after every input check
@@ -188,7 +133,8 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
     samples = []
 
     def measure() -> dict:
-        metrics, answers = evaluate_sft(trainer, held_out, fmt, config)
+        generations = config.eval_generations if fmt == "conversational" else 0
+        metrics, answers = language_model_metrics(trainer, held_out, generations, config.max_new_tokens)
         samples.append(answers)
         return metrics
 

@@ -16,6 +16,7 @@ from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTr
 from transformers import set_seed
 
 from .errors import cli_entry
+from .models import load_through_library
 from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
                      prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out,
                      train_and_save)
@@ -34,8 +35,9 @@ class SparseConfig(RetrievalConfig):
 
 def build_splade(config: SparseConfig, runtime, located=None) -> SparseEncoder:
     ref = (located or locate_model(config, "sparse")).ref
-    mlm = models.MLMTransformer(ref.path, max_seq_length=config.max_seq_length,
-                                model_args={**model_kwargs(runtime), "revision": ref.revision})
+    mlm = load_through_library(ref, lambda: models.MLMTransformer(
+        ref.path, max_seq_length=config.max_seq_length, model_args={**model_kwargs(runtime), "revision": ref.revision}),
+        lambda built: built.auto_model)
     return SparseEncoder(modules=[mlm, models.SpladePooling("max")], device=str(runtime.device))
 
 

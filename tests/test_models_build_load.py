@@ -134,25 +134,58 @@ def test_runtime_choice_on_cpu_and_overrides():
         choose_runtime(attn_implementation="flash")
 
 
-def test_only_the_expected_load_reports_are_silenced(tiny_encoder_dir, caplog):
-    """A pretraining checkpoint loaded as a classifier: its dropped heads and new classifier are expected and
-    go unreported; a real problem (here, weights missing from the checkpoint) is still reported."""
+def broken_copy(model_dir, folder):
+    """``model_dir`` without its first layer's weights: a checkpoint that does not fit its own config."""
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir(exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (model_dir / name).exists():
+            (folder / name).write_text((model_dir / name).read_text())
+    weights = load_file(model_dir / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "layers.0." not in k}, folder / "model.safetensors")
+    return folder
+
+
+def test_loading_is_checked_and_only_real_problems_are_reported(tiny_encoder_dir, tmp_path, caplog):
+    """A pretraining checkpoint loaded as a classifier: its dropped MLM head and new classifier are expected and
+    nothing is printed (transformers' table is held back); weights missing from the checkpoint give one warning
+    naming them, from ettin-ft's check of the loading info."""
     import logging
 
-    from safetensors.torch import load_file, save_file
     from transformers import AutoModelForSequenceClassification
 
-    from ettin_ft.models import quiet_expected_load_reports
+    from ettin_ft.models import load_checked
+    from ettin_ft.registry import resolve
 
-    quiet_expected_load_reports()
-    with caplog.at_level(logging.WARNING, logger="transformers.modeling_utils"):
-        AutoModelForSequenceClassification.from_pretrained(tiny_encoder_dir, num_labels=2)
-    assert "LOAD REPORT" not in caplog.text
-    broken = tiny_encoder_dir.parent / "broken"
-    broken.mkdir(exist_ok=True)
-    (broken / "config.json").write_text((tiny_encoder_dir / "config.json").read_text())
-    weights = load_file(tiny_encoder_dir / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if "layers.0." not in k}, broken / "model.safetensors")
-    with caplog.at_level(logging.WARNING, logger="transformers.modeling_utils"):
-        AutoModelForSequenceClassification.from_pretrained(broken, num_labels=2)
-    assert "LOAD REPORT" in caplog.text and "layers.0" in caplog.text
+    with caplog.at_level(logging.WARNING):
+        load_checked(AutoModelForSequenceClassification, resolve(str(tiny_encoder_dir)), num_labels=2)
+    assert caplog.records == []
+    broken = broken_copy(tiny_encoder_dir, tmp_path / "broken")
+    with caplog.at_level(logging.WARNING):
+        load_checked(AutoModelForSequenceClassification, resolve(str(broken)), num_labels=2)
+    assert len(caplog.records) == 1 and "LOAD REPORT" not in caplog.text, caplog.text
+    assert "weights not loaded as expected (missing: " in caplog.text and "layers.0." in caplog.text
+
+
+def test_a_library_loaded_model_is_checked_against_its_checkpoint(tiny_encoder_dir, tmp_path, caplog):
+    """sentence-transformers loads the backbone itself: its parameters are compared with the checkpoint's tensor
+    names. The base model of an MLM checkpoint (head dropped) passes quietly; a checkpoint missing a layer warns."""
+    import logging
+
+    from sentence_transformers import models
+
+    from ettin_ft.models import load_through_library
+    from ettin_ft.registry import resolve
+
+    def load(folder):
+        return load_through_library(resolve(str(folder)), lambda: models.Transformer(str(folder)),
+                                    lambda built: built.auto_model)
+
+    with caplog.at_level(logging.WARNING):
+        load(tiny_encoder_dir)
+    assert caplog.records == []
+    with caplog.at_level(logging.WARNING):
+        load(broken_copy(tiny_encoder_dir, tmp_path / "broken"))
+    assert len(caplog.records) == 1 and "LOAD REPORT" not in caplog.text, caplog.text
+    assert "missing: " in caplog.text and "layers.0." in caplog.text

@@ -171,3 +171,9 @@ def load_classification_data(*, task: str | None, data: str | None, eval_data: s
         split = train.train_test_split(test_size=count, seed=0)
         train, evaluation = split["train"], split["test"]
     return ClassificationData(train, evaluation, tuple(columns), space[0] if space else None)
+
+
+def tokenize_texts(dataset, tokenizer, text_columns, max_length: int | None):
+    """Token ids of each row's one text or text pair (the tokenizer joins a pair), the text columns dropped."""
+    return dataset.map(lambda rows: tokenizer(*(rows[c] for c in text_columns), truncation=True, max_length=max_length),
+                       batched=True, remove_columns=list(text_columns))

@@ -14,6 +14,8 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
+from typing import Any
 
 import datasets
 import torch
@@ -197,9 +199,31 @@ def pretrain(config) -> str:
         raise
 
 
-def _pretrain(config) -> str:
-    from tqdm.auto import tqdm
+@dataclass
+class PretrainingRun:
+    """What the loop works with, built by ``set_up``: the prepared model and optimiser, the data, and where the
+    run starts (a resumed run: its step, log and "before" metrics)."""
 
+    accelerator: Any
+    trackers: bool
+    runtime: Any
+    model: Any  # the transformers model (its config sizes the FLOPs)
+    module: Any  # the prepared objective module that trains it
+    tokenizer: Any
+    optimizer: Any
+    scheduler: Any
+    loader: Any  # an iterator of micro-batches, from the run's next row on
+    eval_batches: list
+    documents: int | None  # training documents, when known (local data)
+    rows_per_step: int
+    start_step: int
+    history: list
+    before: dict | None
+
+
+def set_up(config) -> PretrainingRun:
+    """Runtime, accelerator, documents, tokenizer, model, optimiser and schedule, then this process's rows from the
+    run's next step (tokenised once, or streamed) and the held-out batches."""
     from transformers.utils import logging as transformers_logging
 
     check_output_dir(config)
@@ -250,63 +274,84 @@ def _pretrain(config) -> str:
     loader = iter(DataLoader(train_rows, batch_size=config.batch_size, num_workers=workers,
                              persistent_workers=workers > 0))
     eval_batches = list(DataLoader(held_out_examples(eval_documents, tokenizer, config, ids), batch_size=config.batch_size))
+    return PretrainingRun(accelerator, trackers, runtime, model, module, tokenizer, optimizer, scheduler, loader,
+                          eval_batches, len(train_documents) if hasattr(train_documents, "__len__") else None,
+                          rows_per_step, start_step, history, before)
 
-    if before is None:
-        before = held_out_metrics(module, accelerator, eval_batches)
+
+def train(config, run: PretrainingRun) -> float:
+    """Steps from the run's start to --max-steps: log, evaluate and checkpoint as configured; returns the padding
+    share of the rows trained on."""
+    from tqdm.auto import tqdm
+
+    accelerator = run.accelerator
+    if run.before is None:
+        run.before = held_out_metrics(run.module, accelerator, run.eval_batches)
     predicted_share = config.mlm_probability if config.objective != "clm" else 1.0
-    meter = ThroughputMeter(flops_per_token(model.config, config.seq_len, predicted_share),
-                            config.peak_flops or measured_peak_flops(accelerator.device, runtime.dtype), world)
-    progress = tqdm(total=config.max_steps, initial=start_step, disable=not accelerator.is_local_main_process,
+    meter = ThroughputMeter(flops_per_token(run.model.config, config.seq_len, predicted_share),
+                            config.peak_flops or measured_peak_flops(accelerator.device, run.runtime.dtype),
+                            accelerator.num_processes)
+    progress = tqdm(total=config.max_steps, initial=run.start_step, disable=not accelerator.is_local_main_process,
                     desc=f"pretrain {config.arch} ({config.objective})", dynamic_ncols=True)
-    module.train()
+    run.module.train()
     real_tokens, total_tokens = 0, 0
     try:
-        for step in range(start_step + 1, config.max_steps + 1):
-            micro_batches = [{k: v.to(accelerator.device) for k, v in next(loader).items()}
+        for step in range(run.start_step + 1, config.max_steps + 1):
+            micro_batches = [{k: v.to(accelerator.device) for k, v in next(run.loader).items()}
                              for _ in range(config.gradient_accumulation_steps)]
             real_tokens += sum(int((b["doc_ids"] >= 0).sum()) for b in micro_batches)
             total_tokens += sum(b["doc_ids"].numel() for b in micro_batches)
-            lr = scheduler.get_last_lr()[0]
-            loss = train_step(module, accelerator, optimizer, micro_batches, config.max_grad_norm)
-            scheduler.step()
-            meter.add(rows_per_step * config.seq_len)
+            lr = run.scheduler.get_last_lr()[0]
+            loss = train_step(run.module, accelerator, run.optimizer, micro_batches, config.max_grad_norm)
+            run.scheduler.step()
+            meter.add(run.rows_per_step * config.seq_len)
             record = {"step": step, "loss": loss, "lr": lr}
             if step % config.log_every == 0 or step == config.max_steps:
                 record.update(meter.read())
             if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
-                record.update(held_out_metrics(module, accelerator, eval_batches))
-            history.append(record)
-            if trackers:
+                record.update(held_out_metrics(run.module, accelerator, run.eval_batches))
+            run.history.append(record)
+            if run.trackers:
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
             progress.set_postfix({k: (f"{v:.3g}" if k != "mfu" else f"{v:.1%}") for k, v in record.items()
                                   if k in ("loss", "lr", "tokens_per_second", "mfu", "eval_loss")}, refresh=False)
             progress.update(1)
             if config.save_every and step % config.save_every == 0 and step < config.max_steps:
-                state = {"step": step, "rows_consumed": step * rows_per_step, "before": before, "log_history": history}
-                save_checkpoint(accelerator, module, tokenizer, config.output_dir, f"checkpoint-{step}", state)
+                state = {"step": step, "rows_consumed": step * run.rows_per_step, "before": run.before,
+                         "log_history": run.history}
+                save_checkpoint(accelerator, run.module, run.tokenizer, config.output_dir, f"checkpoint-{step}", state)
                 if accelerator.is_main_process:
                     prune_checkpoints(config.output_dir, config.keep_checkpoints)
     finally:  # the bar ends its line before any error is printed
         progress.close()
-    final = save_checkpoint(accelerator, module, tokenizer, config.output_dir, "final", None)
+    return 1 - real_tokens / max(total_tokens, 1)
+
+
+def publish(config, run: PretrainingRun, padding: float) -> str:
+    """DIR/final (every process takes part), then from the main process the log, metrics.json and the model card."""
+    accelerator = run.accelerator
+    final = save_checkpoint(accelerator, run.module, run.tokenizer, config.output_dir, "final", None)
     if accelerator.is_main_process:
-        padding = 1 - real_tokens / max(total_tokens, 1)
         with open(os.path.join(config.output_dir, "log_history.jsonl"), "w") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in history)
-        last = history[-1]
+            handle.writelines(json.dumps(r) + "\n" for r in run.history)
+        last = run.history[-1]
         after = {k: v for k, v in last.items() if k.startswith("eval_")}
-        train = {"steps": config.max_steps, "loss": last["loss"], "tokens_per_second": last["tokens_per_second"],
-                 "mfu": last["mfu"], "padding_share": padding}
+        train_summary = {"steps": config.max_steps, "loss": last["loss"], "tokens_per_second": last["tokens_per_second"],
+                         "mfu": last["mfu"], "padding_share": padding}
         with open(os.path.join(config.output_dir, "metrics.json"), "w") as handle:
-            json.dump({"before": before, "after": after, "train": train}, handle, indent=2)
+            json.dump({"before": run.before, "after": after, "train": train_summary}, handle, indent=2)
         use = {"encoder": "a base encoder (masked-language model: fill-mask) to fine-tune into embedders, rerankers "
                           "and classifiers", "decoder": "a base decoder (causal language model) to fine-tune into chat "
                           "models and classifiers, or to score text"}[config.arch]
         write_model_cards(config.output_dir, intended_use=use, base_model=config.init, data=config.data,
-                          rows=len(train_documents) if hasattr(train_documents, "__len__") else None,
-                          settings=to_dict(config), before=before, after=after,
+                          rows=run.documents, settings=to_dict(config), before=run.before, after=after,
                           pipeline_tag="fill-mask" if config.arch == "encoder" else "text-generation")
         shutil.rmtree(os.path.join(config.output_dir, "tokenized"), ignore_errors=True)  # kept for --resume only
-        accelerator.print(f"saved {final}: held-out loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}")
+        accelerator.print(f"saved {final}: held-out loss {run.before['eval_loss']:.4f} -> {after['eval_loss']:.4f}")
     accelerator.end_training()
     return final
+
+
+def _pretrain(config) -> str:
+    run = set_up(config)
+    return publish(config, run, train(config, run))
