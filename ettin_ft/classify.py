@@ -22,7 +22,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
                           TrainingArguments, set_seed)
 
 from .hub import locate
-from .models import describe_arch, load_checked, lora_target_modules
+from .models import checkpoint_tensors, describe_arch, load_checked, lora_target_modules
 from .config import early_value, shipped_config
 from .data.classification import (GLUE_TASKS, ClassificationData, glue_task, load_classification_data,
                                   tokenize_texts)
@@ -94,14 +94,14 @@ def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
         raise EttinError(f"--pooling {config.pooling}: {ref.describe()} is {describe_arch(located.config)}, which "
                          "pools as its own classifier does; leave --pooling at auto")
     source = locate(config.init_from) if config.init_from else ref
+    # A decoder's prediction head (dense, GELU, LayerNorm) starts as its LM head, as an encoder's is its MLM head.
+    head_from_lm = arch == "decoder" and located.ettin and not config.init_from
     model = load_checked(
-        AutoModelForSequenceClassification, source, num_labels=data.num_labels, pad_token_id=tokenizer.pad_token_id,
-        problem_type="regression" if data.regression else "single_label_classification",
-        ignore_mismatched_sizes=config.init_from is not None, **labels, **model_kwargs(runtime),
-        # The decoder's prediction head (dense, GELU, LayerNorm) is its LM head's, as the encoder's is its MLM head's.
-        key_mapping={r"^lm_head\.": "head."} if arch == "decoder" and located.ettin else None)
-    # transformers would reverse that mapping when saving; the classifier is saved under its own names.
-    model._weight_conversions = None
+        AutoModelForSequenceClassification, source, new=("head.",) if head_from_lm else (), num_labels=data.num_labels,
+        pad_token_id=tokenizer.pad_token_id, problem_type="regression" if data.regression else "single_label_classification",
+        ignore_mismatched_sizes=config.init_from is not None, **labels, **model_kwargs(runtime))
+    if head_from_lm:
+        model.head.load_state_dict(checkpoint_tensors(ref, "lm_head."))
     if config.lora:
         from peft import LoraConfig, get_peft_model
 

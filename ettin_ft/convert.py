@@ -34,9 +34,7 @@ def convert_config(config: PretrainedConfig, to: str) -> PretrainedConfig:
     # Both configurations take the 128-token window as local_attention; each stores its half-width.
     values["local_attention"] = 2 * config.sliding_window
     values["global_attn_every_n_layers"] = getattr(config, "global_attn_every_n_layers", 3)
-    converted = ettin_classes(to).config(**values)
-    converted._attn_implementation = config._attn_implementation
-    return converted
+    return ettin_classes(to).config(**values, attn_implementation=config._attn_implementation)
 
 
 def _encoder_to_decoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -90,9 +90,8 @@ def model_config(
         eos_token_id=ids["sep"],
         cls_token_id=ids["cls"],
         sep_token_id=ids["sep"],
+        attn_implementation=attn_implementation,
     )
-    if attn_implementation:
-        config._attn_implementation = attn_implementation
     return config
 
 
@@ -228,14 +227,14 @@ def own_load_report():
         transformers_logger.disabled = disabled
 
 
-def report_unexpected_loading(source: str, missing, unused, mismatched=()) -> dict[str, list[str]]:
-    """Warn in one line about the keys that differ beyond the expected ones (``EXPECTED_UNUSED``, ``EXPECTED_NEW``);
-    returns them by kind."""
+def report_unexpected_loading(source: str, missing, unused, mismatched=(), new: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Warn in one line about the keys that differ beyond the expected ones (``EXPECTED_UNUSED``; ``EXPECTED_NEW``
+    and ``new`` for missing ones); returns them by kind."""
+    new = EXPECTED_NEW + tuple(new)
     names = [key[0] if isinstance(key, tuple) else key for key in mismatched]
-    problems = {"missing": sorted(k for k in missing if not k.split(".", 1)[-1].startswith(EXPECTED_NEW)
-                                  and not k.startswith(EXPECTED_NEW)),
+    problems = {"missing": sorted(k for k in missing if not k.startswith(new) and not k.split(".", 1)[-1].startswith(new)),
                 "unused": sorted(k for k in unused if not k.startswith(EXPECTED_UNUSED)),
-                "resized": sorted(k for k in names if not k.startswith(EXPECTED_NEW))}
+                "resized": sorted(k for k in names if not k.startswith(new))}
     problems = {kind: keys for kind, keys in problems.items() if keys}
     if problems:
         listed = "; ".join(f"{kind}: {', '.join(keys[:6])}{f' and {len(keys) - 6} more' if len(keys) > 6 else ''}"
@@ -244,17 +243,17 @@ def report_unexpected_loading(source: str, missing, unused, mismatched=()) -> di
     return problems
 
 
-def load_checked(auto_class, ref: ModelRef, **kwargs) -> PreTrainedModel:
-    """``auto_class.from_pretrained`` for ``ref``, with its loading info (``output_loading_info=True``) checked."""
+def load_checked(auto_class, ref: ModelRef, new: tuple[str, ...] = (), **kwargs) -> PreTrainedModel:
+    """``auto_class.from_pretrained`` for ``ref``, with its loading info (``output_loading_info=True``) checked;
+    ``new``: more key prefixes the caller fills in itself."""
     with own_load_report():
         model, info = auto_class.from_pretrained(ref.path, revision=ref.revision, output_loading_info=True, **kwargs)
-    report_unexpected_loading(ref.describe(), info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"])
+    report_unexpected_loading(ref.describe(), info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"], new)
     return model
 
 
-def checkpoint_tensor_names(ref: ModelRef) -> set[str] | None:
-    """The tensor names in ``ref``'s safetensors files (read from their headers), or None where there are none to
-    read (a .bin checkpoint, or the files not on disk)."""
+def checkpoint_files(ref: ModelRef) -> list[str]:
+    """``ref``'s safetensors files on disk (a hub model's from the cache), or [] (a .bin checkpoint, not cached)."""
     import glob
     import os
 
@@ -265,18 +264,34 @@ def checkpoint_tensor_names(ref: ModelRef) -> set[str] | None:
         try:
             folder = snapshot_download(ref.path, revision=ref.revision, local_files_only=True,
                                        allow_patterns=["*.safetensors", "*.json"])
-        except Exception:  # not in the cache: the library downloads it, with transformers' own report
-            return None
-    files = glob.glob(os.path.join(folder, "*.safetensors"))
-    if not files:
-        return None
+        except Exception:  # not in the cache
+            return []
+    return sorted(glob.glob(os.path.join(folder, "*.safetensors")))
+
+
+def checkpoint_tensor_names(ref: ModelRef) -> set[str] | None:
+    """The tensor names in ``ref``'s safetensors files (read from their headers), or None where there are none."""
     from safetensors import safe_open
 
+    files = checkpoint_files(ref)
+    if not files:
+        return None
     names = set()
     for file in files:
         with safe_open(file, "pt") as handle:
             names |= set(handle.keys())
     return names
+
+
+def checkpoint_tensors(ref: ModelRef, prefix: str) -> dict:
+    """The tensors of ``ref``'s checkpoint whose names start with ``prefix``, named without it."""
+    from safetensors import safe_open
+
+    tensors = {}
+    for file in checkpoint_files(ref):
+        with safe_open(file, "pt") as handle:
+            tensors.update({name[len(prefix):]: handle.get_tensor(name) for name in handle.keys() if name.startswith(prefix)})
+    return tensors
 
 
 def load_through_library(ref: ModelRef, build, transformers_model):

@@ -262,3 +262,27 @@ def test_init_from_a_classifier_keeps_its_backbone_and_draws_a_new_head(pretrain
     assert model.config.num_labels == 2 and model.classifier.weight.shape[0] == 2
     base, _, _ = build_classifier(ClassifyConfig(model=encoder, data=claims.data), load_data(claims), choose_runtime("cpu"))
     assert not base.state_dict()[weight].equal(first.state_dict()[weight])
+
+
+def test_a_decoder_classifier_starts_its_head_from_the_lm_head_and_saves_it_as_head(tiny_decoder_dir, world_dir, tmp_path,
+                                                                                     capsys):
+    """The prediction head (dense, GELU, LayerNorm) of a decoder classifier is the decoder's LM head at the start;
+    the saved classifier keeps it under its own name and reloads with the same outputs."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from ettin_ft.classify import ClassifyConfig, build_classifier, load_data
+    from ettin_ft.runtime import choose_runtime
+
+    config = ClassifyConfig(model=str(tiny_decoder_dir), data=str(world_dir / "topics_train.jsonl"), held_out=20)
+    model, tokenizer, arch = build_classifier(config, load_data(config), choose_runtime("cpu", "fp32"))
+    lm_head = {k.removeprefix("lm_head."): v for k, v in load_file(tiny_decoder_dir / "model.safetensors").items()
+               if k.startswith("lm_head.")}
+    assert arch == "decoder" and lm_head and lm_head.keys() == model.head.state_dict().keys()
+    for name, weight in model.head.state_dict().items():
+        torch.testing.assert_close(weight, lm_head[name])
+    model.save_pretrained(tmp_path / "saved")
+    assert any(k.startswith("head.") for k in load_file(tmp_path / "saved" / "model.safetensors"))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
+    inputs = tokenizer(["Where was Alice born?"], return_tensors="pt")
+    torch.testing.assert_close(model.eval()(**inputs).logits, reloaded.eval()(**inputs).logits)
