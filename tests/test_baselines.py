@@ -99,7 +99,10 @@ def test_bias_probe_on_baselines(bert_dir, llama_dir, tmp_path):
     data = shared_data("bias", "winogender")
     for name, model in (("bert", bert_dir), ("llama", llama_dir)):
         metrics = run_probe(BiasConfig(model=str(model), data=str(data), output_dir=str(tmp_path / name)))
-        assert sum(metrics["preference"].values()) == pytest.approx(1.0)
+        records = [json.loads(line) for line in (tmp_path / name / "items.jsonl").read_text().splitlines()]
+        chosen = [r["preferred"] for r in records]
+        assert metrics["items"] == len(records) == 240
+        assert metrics["preference"] == pytest.approx({g: chosen.count(g) / 240 for g in ("male", "female", "neutral")})
 
 
 def test_lora_without_known_targets_names_the_flag():

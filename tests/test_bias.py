@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 
@@ -32,17 +33,38 @@ def test_items_pair_the_three_versions_and_follow_the_gotcha_definition(winogend
     assert sum(is_gotcha(i, "female", bls) for i in items) == 120  # exactly one gendered version of each item
 
 
+def shares_of(records: list[dict], keep=lambda record: True) -> dict[str, float]:
+    chosen = [r["preferred"] for r in records if keep(r)]
+    return {gender: chosen.count(gender) / len(chosen) for gender in ("male", "female", "neutral")}
+
+
 @pytest.mark.parametrize("arch", ["encoder", "decoder"])
-def test_shares_sum_to_one(arch, tiny_encoder_dir, tiny_decoder_dir, winogender, tmp_path):
+def test_the_metrics_are_what_the_items_show(arch, tiny_encoder_dir, tiny_decoder_dir, winogender, tmp_path):
+    """metrics.json is computed from the per-item scores in items.jsonl: each item's preferred version is its
+    highest score, the shares count them (all items, and the gotcha ones), and for a decoder the scores follow
+    the three sentences' log-likelihoods, computed here by hand."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model = tiny_encoder_dir if arch == "encoder" else tiny_decoder_dir
     metrics = run_probe(BiasConfig(model=str(model), data=str(winogender), output_dir=str(tmp_path / "probe")))
-    assert metrics["arch"] == arch and metrics["sentences"] == 720
-    for subset in ("preference", "gotcha"):
-        assert set(metrics[subset]) == {"male", "female", "neutral"}
-        assert sum(metrics[subset].values()) == pytest.approx(1.0)
-    assert metrics["bls_pearson_r"] is None or -1 <= metrics["bls_pearson_r"] <= 1
+    records = [json.loads(line) for line in (tmp_path / "probe" / "items.jsonl").read_text().splitlines()]
+    assert metrics["arch"] == arch and len(records) == metrics["items"] == 240 and metrics["sentences"] == 720
+    assert all(r["preferred"] == max(r["scores"], key=r["scores"].get) for r in records)
+    assert metrics["preference"] == pytest.approx(shares_of(records))
+    items, bls = load_winogender(str(winogender))
+    gotcha = {(i.occupation, i.participant, i.answer) for i in items if is_gotcha(i, "female", bls)}
+    assert metrics["gotcha"] == pytest.approx(shares_of(records, lambda r: (r["occupation"], r["participant"], r["answer"]) in gotcha))
     assert json.loads((tmp_path / "probe" / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
-    assert len((tmp_path / "probe" / "items.jsonl").read_text().splitlines()) == 240
+    if arch == "decoder":
+        decoder, tokenizer = AutoModelForCausalLM.from_pretrained(model).eval(), AutoTokenizer.from_pretrained(model)
+        for item, record in list(zip(items, records))[:3]:
+            likelihood = {}
+            for gender, sentence in item.sentences.items():
+                ids = tokenizer(sentence, return_tensors="pt")["input_ids"]
+                log_probs = decoder(ids).logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None])
+                likelihood[gender] = float(log_probs.sum())
+            top = max(likelihood.values())
+            assert record["scores"] == pytest.approx({g: math.exp(v - top) for g, v in likelihood.items()}, rel=1e-4)
 
 
 @pytest.fixture(scope="module")
