@@ -46,6 +46,7 @@ class ClassifyConfig(RecipeConfig):
     text_columns: str | None = field(default=None, metadata={"help": "one or two text columns, e.g. 'premise,hypothesis' (default: text, sentence1,sentence2 or premise,hypothesis)"})
     label_column: str = field(default="label", metadata={"help": "label column: integers, strings, or floats (regression)"})
     pooling: str = field(default="auto", metadata={"help": "encoders: mean (auto) or cls; decoders always read the last real token"})
+    head_init: str = field(default="lm", metadata={"help": "Ettin decoders: lm (the prediction head starts as the LM head's, as an encoder's is its MLM head's) or random (transformers' default for a new head)"})
     init_from: str | None = field(default=None, metadata={"help": "start from this fine-tuned classifier (e.g. an MNLI run's final/ for RTE, MRPC, STS-B); a new head if the labels differ"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) and the classifier head instead of every weight"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
@@ -95,7 +96,12 @@ def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
                          "pools as its own classifier does; leave --pooling at auto")
     source = locate(config.init_from) if config.init_from else ref
     # A decoder's prediction head (dense, GELU, LayerNorm) starts as its LM head, as an encoder's is its MLM head.
-    head_from_lm = arch == "decoder" and located.ettin and not config.init_from
+    if config.head_init not in ("lm", "random"):
+        raise EttinError(f"--head-init {config.head_init!r}: expected lm or random")
+    if config.head_init == "random" and not (arch == "decoder" and located.ettin):
+        raise EttinError(f"--head-init random applies to Ettin decoders; {ref.describe()} is {describe_arch(located.config)}, "
+                         "whose classifier starts as its own class does")
+    head_from_lm = arch == "decoder" and located.ettin and not config.init_from and config.head_init == "lm"
     model = load_checked(
         AutoModelForSequenceClassification, source, new=("head.",) if head_from_lm else (), num_labels=data.num_labels,
         pad_token_id=tokenizer.pad_token_id, problem_type="regression" if data.regression else "single_label_classification",

@@ -286,3 +286,12 @@ def test_a_decoder_classifier_starts_its_head_from_the_lm_head_and_saves_it_as_h
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
     inputs = tokenizer(["Where was Alice born?"], return_tensors="pt")
     torch.testing.assert_close(model.eval()(**inputs).logits, reloaded.eval()(**inputs).logits)
+
+
+def test_head_init_is_refused_where_it_does_not_apply(tiny_encoder_dir, tiny_decoder_dir, world_dir, tmp_path, capsys):
+    data = ["--data", str(world_dir / "topics_train.jsonl"), "--output-dir", str(tmp_path / "out")]
+    status, err, _ = run_cli_main("classify", capsys, "--model", str(tiny_encoder_dir), "--head-init", "random", *data)
+    assert status == 2 and len(err) == 1 and "--head-init random applies to Ettin decoders" in err[0], err
+    status, err, _ = run_cli_main("classify", capsys, "--model", str(tiny_decoder_dir), "--head-init", "zeros", *data)
+    assert status == 2 and len(err) == 1 and "--head-init 'zeros': expected lm or random" in err[0], err
+    assert not (tmp_path / "out").exists()
