@@ -83,3 +83,18 @@ def hub_revisions(repo_id: str) -> list[str]:
         raise EttinError(f"cannot list the revisions of {repo_id} on the Hugging Face hub ({type(error).__name__}); "
                          "give --revisions explicitly") from None
     return [tag.name for tag in refs.tags]
+
+
+def check_push_to_hub() -> None:
+    """--push-to-hub: one quick request before training (who is logged in), so a run that could not upload stops
+    now, in one line, instead of after training; the trainer's own mechanism uploads."""
+    if hub_offline():
+        raise EttinError("--push-to-hub: HF_HUB_OFFLINE is set; unset it to upload, or drop --push-to-hub and upload "
+                         "DIR/final later (`hf upload`)")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().whoami()
+    except Exception as error:  # network failures surface as several httpx/OSError types; a missing login too
+        raise EttinError(f"--push-to-hub: cannot reach the Hugging Face hub as a logged-in user ({type(error).__name__}); "
+                         "log in with `hf auth login`, or drop --push-to-hub and upload DIR/final later") from None

@@ -23,6 +23,7 @@ from .config import dump_yaml, parse_config, plain, refuse_inapplicable, shipped
 from .data.loading import check_texts, load_beir, load_data
 from .evaluation import NANOBEIR_EN
 from .errors import EttinError, check_output_dir
+from .hub import check_push_to_hub
 from .folders import (STATE_FILE, atomic_folder, complete_checkpoints, publish, remove_unfinished, staging_folder,
                       staging_path)
 from .models import LocatedModel
@@ -124,6 +125,8 @@ def prepare_run(config: RecipeConfig, args, runtime=None):
     unless ``runtime`` is given. ``args.resume_from_checkpoint`` becomes the checkpoint to resume, if any.
     """
     check_output_dir(args.output_dir)  # as the command line does, for callers that build the arguments themselves
+    if args.push_to_hub:
+        check_push_to_hub()
     if runtime is None:
         asked = "bf16" if args.bf16 else "fp16" if args.fp16 else None
         if asked and config.precision not in ("auto", asked):

@@ -277,6 +277,7 @@ def test_the_hub_out_of_reach_is_one_line(offline, pretrained_encoder, world_dir
         (("dense", *training, "--eval-nanobeir", "scifact"), "cannot reach sentence-transformers/NanoBEIR-en"),
         (("dense", "--model", str(pretrained_encoder), "--data", "sentence-transformers/all-nli", "--output-dir", out),
          "cannot load dataset 'sentence-transformers/all-nli'"),
+        (("sparse", *training, "--push-to-hub", "--hub-model-id", "me/splade"), "--push-to-hub: "),
     ]
     for (command, *arguments), expected in cases:
         status, err, _ = run_cli_main(command, capsys, *arguments)
