@@ -10,10 +10,12 @@ and loss, and hands the rest to these helpers. Output layout (the contract other
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
 import os
+import random
 import shutil
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -167,13 +169,25 @@ def load_training_data(config: RecipeConfig, columns: list[str], optional: list[
     return dataset
 
 
-def split_held_out(config: RecipeConfig, dataset):
-    """(train, held-out rows): --held-out rows, at most a tenth, split off the same way in every run."""
+def split_held_out(config: RecipeConfig, dataset, group: str | None = None):
+    """(train, held-out rows): --held-out rows, at most a tenth, split off the same way in every run. With ``group``
+    (a column) whole groups go, until that many rows are held out: a query with all its labelled passages."""
     held_out = min(config.held_out, len(dataset) // 10)
     if held_out < 1:
         return dataset, None
-    split = dataset.train_test_split(test_size=held_out, seed=0)
-    return split["train"], split["test"]
+    if group is None:
+        split = dataset.train_test_split(test_size=held_out, seed=0)
+        return split["train"], split["test"]
+    keys = dataset[group]
+    sizes = collections.Counter(keys)
+    chosen, rows = set(), 0
+    for key in random.Random(0).sample(sorted(sizes), len(sizes)):
+        if rows >= held_out:
+            break
+        chosen.add(key)
+        rows += sizes[key]
+    return (dataset.select([i for i, key in enumerate(keys) if key not in chosen]),
+            dataset.select([i for i, key in enumerate(keys) if key in chosen]))
 
 
 def locate_model(config: RecipeConfig, recipe: str, allowed: tuple[str, ...] = ("encoder",)) -> LocatedModel:

@@ -69,7 +69,8 @@ def training_pairs(config: RerankConfig) -> tuple[datasets.Dataset, datasets.Dat
     pairs (the held-out pairs are split off first and not mined)."""
     probe = load_data(config.data, limit=1, column_mapping=column_mapping(config)) if config.data else None
     if probe is not None and {"query", "passage", "label"} <= set(probe.column_names):
-        return split_held_out(config, load_training_data(config, ["query", "passage", "label"]))
+        # whole queries are held out, each with its labelled passages, so every held-out query can be ranked
+        return split_held_out(config, load_training_data(config, ["query", "passage", "label"]), group="query")
     train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], default=RELEASE_DATA))
     if config.mining_model == "bm25":
         return bm25_hard_negatives(train, config.num_negatives), held_out

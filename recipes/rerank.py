@@ -11,6 +11,8 @@ held-out query's held-out passages reranked.
 import argparse
 import json
 import os
+import random
+from collections import Counter
 
 import torch
 from datasets import load_dataset
@@ -47,7 +49,15 @@ def build_trainer(args) -> CrossEncoderTrainer:
     labelled = {"query", "passage", "label"} <= set(rows.column_names)
     rows = rows.select_columns(["query", "passage", "label"] if labelled else ["query", "positive"])
     held_out = None
-    if args.held_out:
+    if args.held_out and labelled:  # whole queries, each with its labelled passages, until --held-out rows
+        sizes, chosen, count = Counter(rows["query"]), set(), 0
+        for query in random.Random(0).sample(sorted(sizes), len(sizes)):
+            if count >= args.held_out:
+                break
+            chosen.add(query)
+            count += sizes[query]
+        rows, held_out = rows.filter(lambda row: row["query"] not in chosen), rows.filter(lambda row: row["query"] in chosen)
+    elif args.held_out:
         split = rows.train_test_split(test_size=args.held_out, seed=0)
         rows, held_out = split["train"], split["test"]
     if not labelled:

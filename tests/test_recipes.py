@@ -227,6 +227,23 @@ def test_command_line(recipe, pretrained_encoder, world_dir, tmp_path):
         assert held_out["held_out_recall@100"] == 1  # ten held-out passages: each query's positive is among them
 
 
+def test_labelled_rows_are_held_out_by_whole_queries():
+    """A query leaves training with all its labelled passages (so it can be ranked), until --held-out rows are out;
+    the same rows in every run."""
+    import datasets
+
+    from ettin_ft.recipe import split_held_out
+    from ettin_ft.rerank import RerankConfig
+
+    rows = datasets.Dataset.from_list([{"query": f"q{q}", "passage": f"p{q}-{i}", "label": int(i == 0)}
+                                       for q in range(30) for i in range(4)])
+    train, held_out = split_held_out(RerankConfig(held_out=10), rows, group="query")
+    queries = set(held_out["query"])
+    assert len(held_out) == 12 and len(queries) == 3 and not queries & set(train["query"])
+    assert len(train) + len(held_out) == len(rows) and sum(held_out["label"]) == 3
+    assert split_held_out(RerankConfig(held_out=10), rows, group="query")[1]["query"] == held_out["query"]
+
+
 def test_held_out_rows_become_a_retrieval_task():
     """Each query's own positive is judged relevant (labelled rows: label 1; distillation: the teacher's best),
     every held-out passage (hard negatives included) is in the corpus, and nothing else is judged."""
