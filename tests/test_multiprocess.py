@@ -61,6 +61,37 @@ def test_two_processes_dense(tiny_encoder_dir, world_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_processes_sparse(tiny_encoder_dir, world_dir, tmp_path):
+    from sentence_transformers import SparseEncoder
+
+    out = tmp_path / "sparse"
+    # As dense: 9 steps only if both processes train (sentence-transformers' sparse trainer would set the processes
+    # up again as one each).
+    result = torchrun("sparse", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "retrieval_train.jsonl"),
+                      "--held-out", "10", "--per-device-train-batch-size", "8", "--num-train-epochs", "1",
+                      "--logging-steps", "1", "--output-dir", str(out), port=29534)
+    assert result.returncode == 0, result.stderr[-3000:]
+    only_one_run(out)
+    assert log_steps(out)[-1]["step"] == 9
+    assert SparseEncoder(str(out / "final")).encode(["a question"]).shape[0] == 1
+
+
+@pytest.mark.slow
+def test_two_processes_rerank(tiny_encoder_dir, world_dir, tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    out = tmp_path / "rerank"
+    # 633 labelled rows, 16 per process: one epoch is 633 // (2 × 16) = 19 steps only if both processes train.
+    result = torchrun("rerank", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "rerank_train.jsonl"),
+                      "--held-out", "0", "--per-device-train-batch-size", "16", "--num-train-epochs", "1",
+                      "--logging-steps", "1", "--output-dir", str(out), port=29535)
+    assert result.returncode == 0, result.stderr[-3000:]
+    only_one_run(out)
+    assert log_steps(out)[-1]["step"] == 19
+    assert len(CrossEncoder(str(out / "final")).predict([("a question", "a passage")])) == 1
+
+
+@pytest.mark.slow
 def test_two_processes_sft_with_lora(tiny_decoder_dir, world_dir, tmp_path):
     from peft import AutoPeftModelForCausalLM
 
