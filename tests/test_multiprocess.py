@@ -46,34 +46,22 @@ def test_two_processes_classify(tiny_encoder_dir, world_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_dense(tiny_encoder_dir, world_dir, tmp_path):
-    from sentence_transformers import SentenceTransformer
+@pytest.mark.parametrize("recipe", ["dense", "sparse"])
+def test_two_processes_dense_and_sparse(recipe, tiny_encoder_dir, world_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer, SparseEncoder
 
-    out = tmp_path / "dense"
-    # 160 rows less 10 held out, 8 per process: one epoch is 150 // (2 × 8) = 9 steps only if both processes train.
-    result = torchrun("dense", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "retrieval_train.jsonl"),
+    out = tmp_path / recipe
+    # 160 rows less 10 held out, 8 per process: one epoch is 150 // (2 × 8) = 9 steps only if both processes train
+    # (sentence-transformers' sparse trainer would set the processes up again as one each).
+    result = torchrun(recipe, "--model", str(tiny_encoder_dir), "--data", str(world_dir / "retrieval_train.jsonl"),
                       "--held-out", "10", "--per-device-train-batch-size", "8", "--num-train-epochs", "1",
-                      "--logging-steps", "1", "--output-dir", str(out), port=29532)
+                      "--logging-steps", "1", "--output-dir", str(out), port=29532 if recipe == "dense" else 29534)
     assert result.returncode == 0, result.stderr[-3000:]
     only_one_run(out)
     assert log_steps(out)[-1]["step"] == 9
-    assert SentenceTransformer(str(out / "final")).encode(["a question"]).shape == (1, 64)
-
-
-@pytest.mark.slow
-def test_two_processes_sparse(tiny_encoder_dir, world_dir, tmp_path):
-    from sentence_transformers import SparseEncoder
-
-    out = tmp_path / "sparse"
-    # As dense: 9 steps only if both processes train (sentence-transformers' sparse trainer would set the processes
-    # up again as one each).
-    result = torchrun("sparse", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "retrieval_train.jsonl"),
-                      "--held-out", "10", "--per-device-train-batch-size", "8", "--num-train-epochs", "1",
-                      "--logging-steps", "1", "--output-dir", str(out), port=29534)
-    assert result.returncode == 0, result.stderr[-3000:]
-    only_one_run(out)
-    assert log_steps(out)[-1]["step"] == 9
-    assert SparseEncoder(str(out / "final")).encode(["a question"]).shape[0] == 1
+    model = (SentenceTransformer if recipe == "dense" else SparseEncoder)(str(out / "final"))
+    width = 64 if recipe == "dense" else model.get_sentence_embedding_dimension()  # hidden size; vocabulary
+    assert tuple(model.encode(["a question"]).shape) == (1, width)
 
 
 @pytest.mark.slow
