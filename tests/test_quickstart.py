@@ -9,17 +9,15 @@ from .conftest import SHARED_DATA, run_cli_main
 
 pytestmark = pytest.mark.slow  # end-to-end training runs
 
-REDUCED = ["--people", "60", "--steps", "200"]
-
-
 @pytest.fixture(scope="module")
 def quickstart_dir(tmp_path_factory):
     from ettin_ft.quickstart import QuickstartConfig, run_quickstart
 
     folder = tmp_path_factory.mktemp("quickstart") / "run"
     winogender = SHARED_DATA / "bias" / "winogender"
-    run_quickstart(QuickstartConfig(output_dir=str(folder), people=60, steps=200,
-                                    bias_data=str(winogender) if winogender.is_dir() else None))
+    # the default settings, whose results the README quotes: smaller worlds and shorter pretraining leave the
+    # reranker's encoder too weak to learn from (60 people, 200 steps: NDCG@10 0.081 -> 0.049)
+    run_quickstart(QuickstartConfig(output_dir=str(folder), bias_data=str(winogender) if winogender.is_dir() else None))
     return folder
 
 
@@ -50,7 +48,7 @@ def test_report_and_every_stage_beating_its_starting_point(quickstart_dir):
     error = (decoder["random"] * (1 - decoder["random"]) / decoder["items"]) ** 0.5
     assert decoder["random"] == pytest.approx(0.25) and decoder["after"]["acc"] > decoder["random"] + 2 * error
     assert decoder["after"]["acc"] > decoder["before"]["acc"] + 2 * error
-    assert "## Zero-shot facts" in report and "| encoder (pll) | 240 |" in report
+    assert "## Zero-shot facts" in report and "| encoder (pll) | 400 |" in report  # 4 facts of 100 people
     if results["config"]["bias_data"]:  # the probe of both pretrained models, beside the other results
         assert set(results["bias"]) == {"encoder", "decoder"}
         assert all(sum(b["preference"].values()) == pytest.approx(1.0) for b in results["bias"].values())
@@ -80,7 +78,7 @@ def test_stage_folders_are_ordinary_recipe_outputs(quickstart_dir):
 def test_a_rerun_skips_finished_stages(quickstart_dir, capsys):
     (quickstart_dir / "dense-decoder" / "stage.json").unlink()
     before = {p: p.stat().st_mtime for p in quickstart_dir.glob("*/stage.json")}
-    status, err, out = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir), *REDUCED)
+    status, err, out = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir))
     assert status == 0, err[-5:]
     assert out.count("finished earlier, skipped") == 10
     assert "[9/11] dense-decoder: dense embedder from the decoder (last-token pooling)\n" in out
@@ -97,6 +95,5 @@ def test_unknown_stage_is_one_line(tmp_path, capsys):
 
 
 def test_other_settings_in_the_same_folder_are_refused(quickstart_dir, capsys):
-    status, err, _ = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir), "--people", "80",
-                                  "--steps", "200")
-    assert status == 2 and len(err) == 1 and "other settings (people 60 → 80)" in err[0], err
+    status, err, _ = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir), "--people", "80")
+    assert status == 2 and len(err) == 1 and "other settings (people 100 → 80)" in err[0], err
