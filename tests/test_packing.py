@@ -189,6 +189,8 @@ def test_planned_rows_are_the_packing_of_each_epochs_shuffled_documents(world, e
     orders = [[document for document, _ in data.epoch_order(reader, 7, epoch)] for epoch in range(3)]
     assert all(sorted(order) == list(range(len(bodies))) for order in orders)
     assert orders[0] != orders[1] != orders[2] and orders[0][:16] != list(range(16))
+    # a block's documents come from across the corpus, not from one stretch of it (one source of a folder)
+    assert all(max(order[:16]) - min(order[:16]) > len(bodies) / 2 for order in orders)
     assert [length for _, length in data.epoch_order(reader, 7, 0)] == [len(bodies[d]) for d in orders[0]]
     config = PretrainConfig(arch="encoder", seq_len=64, seed=7)
     ids = SpecialIds.of(encoder_tokenizer)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import os
 from collections.abc import Iterator
 
@@ -77,14 +78,15 @@ class TokenReader:
     def __len__(self) -> int:
         return int(self.first[-1])
 
-    def lengths(self, first: int, end: int) -> np.ndarray:
-        """Token counts of documents first..end-1."""
-        parts, chunk = [], int(np.searchsorted(self.first, first, side="right")) - 1
-        while first < end:
-            start, stop = first - self.first[chunk], min(end, self.first[chunk + 1]) - self.first[chunk]
-            parts.append(np.diff(self.offsets[chunk][start:stop + 1]))
-            first, chunk = int(self.first[chunk] + stop), chunk + 1
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    def lengths(self, documents: np.ndarray) -> np.ndarray:
+        """Token counts of ``documents`` (indices, any order)."""
+        chunks = np.searchsorted(self.first, documents, side="right") - 1
+        counts = np.empty(len(documents), dtype=np.int64)
+        for chunk in np.unique(chunks):
+            picked = chunks == chunk
+            local = documents[picked] - self.first[chunk]
+            counts[picked] = self.offsets[chunk][local + 1] - self.offsets[chunk][local]
+        return counts
 
     def read(self, document: int, start: int, end: int) -> list[int]:
         chunk = int(np.searchsorted(self.first, document, side="right")) - 1
@@ -92,20 +94,31 @@ class TokenReader:
         return self.values[chunk][base + start:base + end].tolist()
 
 
-SHUFFLE_BLOCK = 4096  # documents shuffled together; the order of blocks is shuffled too
+SHUFFLE_BLOCK = 4096  # positions shuffled together; the order of blocks is shuffled too
 
 
 def epoch_order(reader: TokenReader, seed: int, epoch: int) -> Iterator[tuple[int, int]]:
-    """(document, token length) of every document once, in the epoch's order, which every process shares: the
-    blocks of SHUFFLE_BLOCK documents in a random order, each block's documents shuffled. Memory stays that of
-    one block and the block order (a whole-corpus permutation would cost 8 bytes a document)."""
+    """(document, token length) of every document once, in the epoch's order, which every process shares.
+
+    Positions are shuffled in blocks of SHUFFLE_BLOCK (the blocks in a random order too), and position p is
+    document (stride × p + offset) mod count, with a random stride coprime to count: neighbouring positions land
+    far apart, so every batch mixes the whole corpus (documents shuffled only within blocks would give batches
+    of one source for dozens of steps: MLM loss 7.92 instead of 4.96 after 600 tiny steps on ../shared/data/pretrain).
+    Memory stays that of one block (a whole-corpus permutation would cost 8 bytes a document).
+    """
     count = len(reader)
     generator = np.random.default_rng([seed, epoch])
+    stride, offset = 1, 0  # one block: its shuffle is already the whole corpus's
+    if count > SHUFFLE_BLOCK:
+        stride, offset = int(generator.integers(1, count)), int(generator.integers(count))
+        while math.gcd(stride, count) != 1:
+            stride += 1
     for block in generator.permutation(-(-count // SHUFFLE_BLOCK)):
         first = int(block) * SHUFFLE_BLOCK
-        end = min(first + SHUFFLE_BLOCK, count)
-        order = np.random.default_rng([seed, epoch, int(block)]).permutation(end - first)
-        yield from zip((first + order).tolist(), reader.lengths(first, end)[order].tolist())
+        positions = first + np.random.default_rng([seed, epoch, int(block)]).permutation(min(SHUFFLE_BLOCK, count - first))
+        documents = (positions.astype(object) * stride + offset) % count  # Python ints: no overflow at any count
+        documents = documents.astype(np.int64)
+        yield from zip(documents.tolist(), reader.lengths(documents).tolist())
 
 
 class PackedRows(IterableDataset):
