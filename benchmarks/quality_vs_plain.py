@@ -1,0 +1,226 @@
+"""ettin-ft's defaults against the plain library scripts in recipes/: quality over seeds, every recipe.
+
+For each row, ``python -m ettin_ft.<recipe>`` (its defaults) and ``python recipes/<recipe>.py`` (the page of
+transformers / sentence-transformers / pylate / trl code a user would write) fine-tune the same pretrained model on
+the same data, held-out rows, steps, batch, learning rate and seed. Reported: mean ± std over the seeds of each
+side, and ettin-ft minus plain with its standard error; a row where ettin-ft is worse by more than two standard
+errors is marked LOSES.
+
+- classify, encoder and decoder: SST-2, RTE, an MNLI slice (../shared/data/classification; accuracy on held-out
+  training rows) and birth city from a synthetic biography (30 classes, one biography per person).
+- dense, SPLADE, ColBERT, reranker: trained on ../shared/data/retrieval_pairs (PubMedQA); NDCG@10 of the saved
+  models on SciFact and Cranfield (the reranker reranks BM25's top 100; both sides train on the same BM25-mined
+  labelled rows, since the plain script mines with a hub model).
+- SFT and LoRA: held-out loss on ../shared/data/sft (the decoder).
+
+The encoder/decoder pair is pretrained first (``--pretrain-steps``, shared tokenizer, as benchmarks/classify_quality.py).
+Finished runs are kept in --work-dir and skipped on a rerun; --groups picks classify, retrieval and/or sft,
+--rows the rows by name.
+
+    python benchmarks/quality_vs_plain.py --work-dir runs/quality --groups classify
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from classify_quality import pretrain
+from worker import RECIPES_DIR, report, run, run_worker
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+EVAL_SETS = ("scifact", "cranfield")
+
+
+@dataclass
+class Row:
+    name: str
+    recipe: str
+    arch: str
+    data: str
+    steps: int
+    batch: int
+    learning_rate: float
+    held_out: int
+    metric: str  # the metric compared; retrieval rows: NDCG@10 on each of EVAL_SETS
+    higher_is_better: bool = True
+    length: list[str] = field(default_factory=lambda: ["--max-seq-length", "128"])
+    ettin_flags: list[str] = field(default_factory=list)
+    plain_flags: list[str] = field(default_factory=list)
+
+
+def rows(work: Path) -> dict[str, list[Row]]:
+    """Held-out rows are at most a tenth of the data, as ettin-ft caps them, so both sides evaluate the same rows."""
+    classification = SHARED / "classification"
+    pairs = str(SHARED / "retrieval_pairs" / "pubmedqa_pqal.jsonl")
+    classify = [
+        Row(f"classify {task} ({arch})", "classify", arch, data, 300, 32, 1e-3, held_out, "accuracy")
+        for task, data, held_out in (("SST-2", str(classification / "sst2" / "train.jsonl"), 872),
+                                     ("RTE", str(classification / "rte" / "train.jsonl"), 249),
+                                     ("birth city, 30 classes", str(work / "birth_city.jsonl"), 300),
+                                     ("MNLI slice", str(classification / "mnli" / "validation_matched.jsonl"), 981))
+        for arch in ("encoder", "decoder")
+    ] + [  # the many-class task before it saturates (300 steps reach 0.99-1.0 on both sides)
+        Row(f"classify birth city, 30 classes, 50 steps ({arch})", "classify", arch, str(work / "birth_city.jsonl"), 50,
+            32, 1e-3, 300, "accuracy")
+        for arch in ("encoder", "decoder")
+    ]
+    retrieval = [
+        Row("dense", "dense", "encoder", pairs, 300, 32, 3e-4, 100, "ndcg@10"),
+        Row("SPLADE", "sparse", "encoder", pairs, 60, 32, 5e-4, 100, "ndcg@10"),
+        Row("ColBERT", "colbert", "encoder", pairs, 300, 16, 1e-3, 100, "ndcg@10", length=["--document-length", "180"]),
+        Row("reranker", "rerank", "encoder", str(work / "rerank_rows.jsonl"), 1000, 32, 1e-3, 100, "ndcg@10",
+            ettin_flags=["--num-negatives", "3"], plain_flags=["--num-negatives", "3"]),
+    ]
+    chats = str(SHARED / "sft" / "hh_rlhf_helpful_base_test.jsonl")
+    sft = [
+        Row("SFT", "sft", "decoder", chats, 200, 4, 2e-4, 100, "loss", higher_is_better=False,
+            length=["--max-seq-length", "256"], ettin_flags=["--eval-generations", "0"]),
+        Row("LoRA SFT", "sft", "decoder", chats, 200, 4, 2e-3, 100, "loss", higher_is_better=False,
+            length=["--max-seq-length", "256"], ettin_flags=["--lora", "--eval-generations", "0"], plain_flags=["--lora"]),
+    ]
+    return {"classify": classify, "retrieval": retrieval, "sft": sft}
+
+
+def write_inputs(work: Path) -> None:
+    """The many-class task and the reranker's labelled rows, written once."""
+    if not (work / "birth_city.jsonl").exists():
+        from ettin_ft.data.synthetic import SyntheticWorld, write_jsonl
+
+        world = SyntheticWorld(people=3000, seed=0, biographies_per_person=1)
+        write_jsonl(str(work / "birth_city.jsonl"),
+                    [{"text": world.biography(person), "label": person.value("birth_city")} for person in world.people])
+    if not (work / "rerank_rows.jsonl").exists():
+        import datasets
+
+        from ettin_ft.rerank import bm25_hard_negatives
+
+        pairs = datasets.load_dataset("json", data_files=str(SHARED / "retrieval_pairs" / "pubmedqa_pqal.jsonl"),
+                                      split="train")
+        bm25_hard_negatives(pairs, 3).to_json(str(work / "rerank_rows.jsonl"))
+
+
+def commands(row: Row, model: str, seed: int, out: Path) -> dict[str, list[str]]:
+    shared = ["--model", model, "--data", row.data, "--max-steps", str(row.steps), "--learning-rate",
+              str(row.learning_rate), "--held-out", str(row.held_out), "--seed", str(seed), *row.length]
+    return {
+        "ettin-ft": [sys.executable, "-m", f"ettin_ft.{row.recipe}", *shared, "--per-device-train-batch-size",
+                     str(row.batch), "--output-dir", str(out / "ettin-ft"), "--save-strategy", "no", "--report-to",
+                     "none", "--disable-tqdm", "true", "--precision", "fp32", *row.ettin_flags],
+        "plain": [sys.executable, str(Path(RECIPES_DIR) / f"{row.recipe}.py"), *shared, "--batch-size", str(row.batch),
+                  "--output-dir", str(out / "plain"), *row.plain_flags],
+    }
+
+
+def held_out_value(metrics: dict, metric: str) -> float:
+    """The held-out metric of a run's metrics.json, as either side names it."""
+    after = metrics["after"]
+    for key in (metric, f"held_out_{metric}", f"eval_{metric}"):
+        if key in after:
+            return float(after[key])
+    raise KeyError(f"{metric} not in {sorted(after)}")
+
+
+def evaluate(recipe: str, model_dir: str, eval_set: str) -> float:
+    """NDCG@10 of a saved retrieval model on a BEIR set, through the evaluator ettin-ft uses (worker side)."""
+    from ettin_ft.data.loading import load_beir
+    from ettin_ft.evaluation import retrieval_evaluator, shared_metrics
+
+    if recipe == "colbert":
+        from pylate.models import ColBERT
+
+        model = ColBERT(model_name_or_path=model_dir, device="cpu")
+    else:
+        from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncoder
+
+        model = {"dense": SentenceTransformer, "sparse": SparseEncoder, "rerank": CrossEncoder}[recipe](model_dir, device="cpu")
+    evaluator = retrieval_evaluator(recipe, load_beir(str(SHARED / "retrieval_eval" / eval_set)))
+    return shared_metrics(evaluator(model), evaluator.primary_metric)["ndcg@10"]
+
+
+def scores(row: Row, model: str, seed: int, out: Path) -> dict[str, dict[str, float]]:
+    """side → {metric name: value} for one seed; runs what is not in ``out`` yet."""
+    results = {}
+    for side, command in commands(row, model, seed, out).items():
+        folder = out / side
+        done = folder / "scores.json"
+        if not done.exists():
+            run(command)
+            if row.recipe in ("dense", "sparse", "colbert", "rerank"):
+                value = {f"{name} ndcg@10": run_worker([sys.executable, __file__, "--evaluate", row.recipe,
+                                                        "--model-dir", str(folder / "final"), "--eval-set", name])
+                         for name in EVAL_SETS}
+            else:
+                value = {row.metric: held_out_value(json.loads((folder / "metrics.json").read_text()), row.metric)}
+            done.write_text(json.dumps(value))
+        results[side] = json.loads(done.read_text())
+    return results
+
+
+def summary(values: dict[str, list[float]], higher_is_better: bool) -> dict:
+    mean = {side: statistics.mean(v) for side, v in values.items()}
+    std = {side: statistics.stdev(v) if len(v) > 1 else 0.0 for side, v in values.items()}
+    error = math.sqrt(sum(s ** 2 / len(values[side]) for side, s in std.items()))
+    difference = mean["ettin-ft"] - mean["plain"]
+    worse = -difference if higher_is_better else difference
+    return {"mean": mean, "std": std, "difference": difference, "standard_error": error,
+            "loses": worse > 2 * error and worse > 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", required=True, help="runs and the pretrained pair are kept here")
+    parser.add_argument("--groups", default="classify,retrieval,sft")
+    parser.add_argument("--rows", default=None, help="only the rows whose names contain one of these, e.g. 'SST-2,RTE'")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--pretrain-steps", type=int, default=600)
+    parser.add_argument("--output", default=None, help="also write the results as JSON here")
+    parser.add_argument("--evaluate", help=argparse.SUPPRESS)  # internal: one retrieval evaluation
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--eval-set", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.evaluate:
+        report(evaluate(args.evaluate, args.model_dir, args.eval_set))
+        return
+
+    from ettin_ft.runtime import cpu_has_native_bf16
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    finals = pretrain(work, args)
+    write_inputs(work)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    table = []
+    for group in args.groups.split(","):
+        for row in rows(work)[group]:
+            if args.rows and not any(part in row.name for part in args.rows.split(",")):
+                continue
+            per_seed = [scores(row, finals[row.arch], seed, work / row.name.replace(" ", "_") / f"seed{seed}")
+                        for seed in seeds]
+            for metric in per_seed[0]["ettin-ft"]:
+                values = {side: [s[side][metric] for s in per_seed] for side in ("ettin-ft", "plain")}
+                table.append({"row": row.name, "metric": metric, "steps": row.steps, "batch": row.batch,
+                              "learning_rate": row.learning_rate, "values": values,
+                              **summary(values, row.higher_is_better)})
+                print(json.dumps(table[-1]), flush=True)
+
+    print(f"\n{args.size} pair pretrained {args.pretrain_steps} steps on ../shared/data/pretrain; fp32; seeds {args.seeds}; "
+          f"native bf16: {cpu_has_native_bf16()}\n")
+    print("| row | metric | steps, batch, lr | ettin-ft | plain script | ettin-ft − plain (± SE) |")
+    print("|---|---|---|---|---|---|")
+    for t in table:
+        sides = " | ".join(f"{t['mean'][side]:.3f} ± {t['std'][side]:.3f}" for side in ("ettin-ft", "plain"))
+        print(f"| {t['row']} | {t['metric']} | {t['steps']}, {t['batch']}, {t['learning_rate']:g} | {sides} | "
+              f"{t['difference']:+.3f} ± {t['standard_error']:.3f}{' LOSES' if t['loses'] else ''} |")
+    if args.output:
+        Path(args.output).write_text(json.dumps(table, indent=2))
+
+
+if __name__ == "__main__":
+    main()
