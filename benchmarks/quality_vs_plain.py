@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from classify_quality import pretrain
+from ettin_ft.seeds import mean_std, parse_seeds
 from worker import RECIPES_DIR, report, run, run_worker
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -163,13 +163,17 @@ def scores(row: Row, model: str, seed: int, out: Path) -> dict[str, dict[str, fl
 
 
 def summary(values: dict[str, list[float]], higher_is_better: bool) -> dict:
-    mean = {side: statistics.mean(v) for side, v in values.items()}
-    std = {side: statistics.stdev(v) if len(v) > 1 else 0.0 for side, v in values.items()}
+    """Mean ± std of each side, the difference with its standard error (LOSES beyond two), and the difference
+    paired by seed (each seed is one data order and held-out split on both sides)."""
+    spread = {side: mean_std(v) for side, v in values.items()}
+    mean = {side: m for side, (m, _) in spread.items()}
+    std = {side: s for side, (_, s) in spread.items()}
     error = math.sqrt(sum(s ** 2 / len(values[side]) for side, s in std.items()))
     difference = mean["ettin-ft"] - mean["plain"]
     worse = -difference if higher_is_better else difference
+    paired, paired_std = mean_std([a - b for a, b in zip(values["ettin-ft"], values["plain"])])
     return {"mean": mean, "std": std, "difference": difference, "standard_error": error,
-            "loses": worse > 2 * error and worse > 0}
+            "paired_standard_error": paired_std / math.sqrt(len(values["plain"])), "loses": worse > 2 * error}
 
 
 def main() -> None:
@@ -195,7 +199,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     finals = pretrain(work, args)
     write_inputs(work)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds)
     table = []
     for group in args.groups.split(","):
         for row in rows(work)[group]:
@@ -212,12 +216,13 @@ def main() -> None:
 
     print(f"\n{args.size} pair pretrained {args.pretrain_steps} steps on ../shared/data/pretrain; fp32; seeds {args.seeds}; "
           f"native bf16: {cpu_has_native_bf16()}\n")
-    print("| row | metric | steps, batch, lr | ettin-ft | plain script | ettin-ft − plain (± SE) |")
-    print("|---|---|---|---|---|---|")
+    print("| row | metric | steps, batch, lr | ettin-ft | plain script | ettin-ft − plain (± SE) | paired by seed (± SE) |")
+    print("|---|---|---|---|---|---|---|")
     for t in table:
         sides = " | ".join(f"{t['mean'][side]:.3f} ± {t['std'][side]:.3f}" for side in ("ettin-ft", "plain"))
         print(f"| {t['row']} | {t['metric']} | {t['steps']}, {t['batch']}, {t['learning_rate']:g} | {sides} | "
-              f"{t['difference']:+.3f} ± {t['standard_error']:.3f}{' LOSES' if t['loses'] else ''} |")
+              f"{t['difference']:+.3f} ± {t['standard_error']:.3f}{' LOSES' if t['loses'] else ''} | "
+              f"{t['difference']:+.3f} ± {t['paired_standard_error']:.3f} |")
     if args.output:
         Path(args.output).write_text(json.dumps(table, indent=2))
 
