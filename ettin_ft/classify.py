@@ -46,7 +46,7 @@ class ClassifyConfig(RecipeConfig):
     text_columns: str | None = field(default=None, metadata={"help": "one or two text columns, e.g. 'premise,hypothesis' (default: text, sentence1,sentence2 or premise,hypothesis)"})
     label_column: str = field(default="label", metadata={"help": "label column: integers, strings, or floats (regression)"})
     pooling: str = field(default="auto", metadata={"help": "encoders: mean (auto) or cls; decoders always read the last real token"})
-    head_init: str = field(default="lm", metadata={"help": "Ettin decoders: lm (the prediction head starts as the LM head's, as an encoder's is its MLM head's) or random (transformers' default for a new head)"})
+    head_init: str = field(default="auto", metadata={"help": "prediction head's start: auto (as transformers loads each class: an encoder's MLM head, a new random head for a decoder), lm (Ettin models: the pretrained MLM or LM head, so both architectures start alike) or random (Ettin decoders)"})
     init_from: str | None = field(default=None, metadata={"help": "start from this fine-tuned classifier (e.g. an MNLI run's final/ for RTE, MRPC, STS-B); a new head if the labels differ"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) and the classifier head instead of every weight"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
@@ -95,12 +95,16 @@ def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
         raise EttinError(f"--pooling {config.pooling}: {ref.describe()} is {describe_arch(located.config)}, which "
                          "pools as its own classifier does; leave --pooling at auto")
     source = locate(config.init_from) if config.init_from else ref
-    # A decoder's prediction head (dense, GELU, LayerNorm) starts as its LM head, as an encoder's is its MLM head.
-    if config.head_init not in ("lm", "random"):
-        raise EttinError(f"--head-init {config.head_init!r}: expected lm or random")
-    if config.head_init == "random" and not (arch == "decoder" and located.ettin):
-        raise EttinError(f"--head-init random applies to Ettin decoders; {ref.describe()} is {describe_arch(located.config)}, "
-                         "whose classifier starts as its own class does")
+    # A decoder's prediction head (dense, GELU, LayerNorm) starts random by default, as transformers builds it: starting
+    # it from the LM head (--head-init lm) fell far behind on a 30-class task (BENCHMARKS.md, quality_vs_plain).
+    if config.head_init not in ("auto", "lm", "random"):
+        raise EttinError(f"--head-init {config.head_init!r}: expected auto, lm or random")
+    if config.head_init != "auto" and not located.ettin:
+        raise EttinError(f"--head-init {config.head_init} applies to Ettin models; {ref.describe()} is "
+                         f"{describe_arch(located.config)}, whose classifier starts as its own class does (--head-init auto)")
+    if config.head_init == "random" and arch == "encoder":
+        raise EttinError(f"--head-init random applies to Ettin decoders; {ref.describe()} is an encoder, whose "
+                         "prediction head starts as its MLM head's (--head-init auto or lm)")
     head_from_lm = arch == "decoder" and located.ettin and not config.init_from and config.head_init == "lm"
     model = load_checked(
         AutoModelForSequenceClassification, source, new=("head.",) if head_from_lm else (), num_labels=data.num_labels,

@@ -2,8 +2,8 @@
 
 What `python -m ettin_ft.classify --data FILE` does, written against transformers alone, to copy and edit: ModernBERT's
 GLUE optimiser settings (AdamW betas 0.9/0.98, eps 1e-6, weight decay 0.1, linear decay after 6% warmup), encoders
-mean-pooled, decoders read at their last real token. A decoder's classifier starts from random weights here
-(transformers' default), as with `--head-init random`; ettin-ft's default starts its prediction head from the LM head.
+mean-pooled, decoders read at their last real token. A decoder's prediction head starts from random weights
+(transformers' default), as in ettin-ft (whose `--head-init lm` starts it from the LM head instead, for ablations).
 Held-out rows are evaluated before and after training.
 
     python recipes/classify.py --model runs/pretrain/final --data ../shared/data/classification/sst2/train.jsonl \\

@@ -264,10 +264,11 @@ def test_init_from_a_classifier_keeps_its_backbone_and_draws_a_new_head(pretrain
     assert not base.state_dict()[weight].equal(first.state_dict()[weight])
 
 
-def test_a_decoder_classifier_starts_its_head_from_the_lm_head_and_saves_it_as_head(tiny_decoder_dir, world_dir, tmp_path,
-                                                                                     capsys):
-    """The prediction head (dense, GELU, LayerNorm) of a decoder classifier is the decoder's LM head at the start;
-    the saved classifier keeps it under its own name and reloads with the same outputs."""
+def test_head_init_lm_starts_a_decoder_classifier_from_the_lm_head_and_saves_it_as_head(tiny_decoder_dir, world_dir,
+                                                                                        tmp_path, capsys):
+    """With --head-init lm the prediction head (dense, GELU, LayerNorm) of a decoder classifier is the decoder's LM
+    head at the start (by default it is a new random one); the saved classifier keeps it under its own name and
+    reloads with the same outputs."""
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification
 
@@ -275,12 +276,15 @@ def test_a_decoder_classifier_starts_its_head_from_the_lm_head_and_saves_it_as_h
     from ettin_ft.runtime import choose_runtime
 
     config = ClassifyConfig(model=str(tiny_decoder_dir), data=str(world_dir / "topics_train.jsonl"), held_out=20)
+    default, _, _ = build_classifier(config, load_data(config), choose_runtime("cpu", "fp32"))
+    config.head_init = "lm"
     model, tokenizer, arch = build_classifier(config, load_data(config), choose_runtime("cpu", "fp32"))
     lm_head = {k.removeprefix("lm_head."): v for k, v in load_file(tiny_decoder_dir / "model.safetensors").items()
                if k.startswith("lm_head.")}
     assert arch == "decoder" and lm_head and lm_head.keys() == model.head.state_dict().keys()
     for name, weight in model.head.state_dict().items():
         torch.testing.assert_close(weight, lm_head[name])
+    assert not default.head.dense.weight.equal(lm_head["dense.weight"])
     model.save_pretrained(tmp_path / "saved")
     assert any(k.startswith("head.") for k in load_file(tmp_path / "saved" / "model.safetensors"))
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
@@ -288,10 +292,28 @@ def test_a_decoder_classifier_starts_its_head_from_the_lm_head_and_saves_it_as_h
     torch.testing.assert_close(model.eval()(**inputs).logits, reloaded.eval()(**inputs).logits)
 
 
+def test_head_init_lm_leaves_an_encoder_on_its_mlm_head(tiny_encoder_dir, world_dir):
+    """An encoder's prediction head starts as its MLM head's whether --head-init is auto or lm, so `compare -- --head-init
+    lm` starts both architectures from their pretrained heads."""
+    from safetensors.torch import load_file
+
+    from ettin_ft.classify import ClassifyConfig, build_classifier, load_data
+    from ettin_ft.runtime import choose_runtime
+
+    mlm_head = {k.removeprefix("head."): v for k, v in load_file(tiny_encoder_dir / "model.safetensors").items()
+                if k.startswith("head.")}
+    for head_init in ("auto", "lm"):
+        config = ClassifyConfig(model=str(tiny_encoder_dir), data=str(world_dir / "topics_train.jsonl"), head_init=head_init)
+        model, _, _ = build_classifier(config, load_data(config), choose_runtime("cpu", "fp32"))
+        assert mlm_head and mlm_head.keys() == model.head.state_dict().keys()
+        for name, weight in model.head.state_dict().items():
+            torch.testing.assert_close(weight, mlm_head[name])
+
+
 def test_head_init_is_refused_where_it_does_not_apply(tiny_encoder_dir, tiny_decoder_dir, world_dir, tmp_path, capsys):
     data = ["--data", str(world_dir / "topics_train.jsonl"), "--output-dir", str(tmp_path / "out")]
     status, err, _ = run_cli_main("classify", capsys, "--model", str(tiny_encoder_dir), "--head-init", "random", *data)
     assert status == 2 and len(err) == 1 and "--head-init random applies to Ettin decoders" in err[0], err
     status, err, _ = run_cli_main("classify", capsys, "--model", str(tiny_decoder_dir), "--head-init", "zeros", *data)
-    assert status == 2 and len(err) == 1 and "--head-init 'zeros': expected lm or random" in err[0], err
+    assert status == 2 and len(err) == 1 and "--head-init 'zeros': expected auto, lm or random" in err[0], err
     assert not (tmp_path / "out").exists()
