@@ -55,6 +55,11 @@ class Row:
     length: list[str] = field(default_factory=lambda: ["--max-seq-length", "128"])
     ettin_flags: list[str] = field(default_factory=list)
     plain_flags: list[str] = field(default_factory=list)
+    plain_row: str | None = None  # an ablation of ettin-ft's flags shares this row's plain-script runs
+
+    def folder(self, work: Path, side: str, seed: int) -> Path:
+        name = self.plain_row if side == "plain" and self.plain_row else self.name
+        return work / name.replace(" ", "_") / f"seed{seed}" / side
 
 
 def rows(work: Path) -> dict[str, list[Row]]:
@@ -72,7 +77,7 @@ def rows(work: Path) -> dict[str, list[Row]]:
     # ablation, the LM head (ettin-ft's default before this benchmark measured it)
     variants = [("encoder", "", []), ("decoder", "", []), ("decoder", ", --head-init lm", ["--head-init", "lm"])]
     classify = [Row(f"classify {task} ({arch}{variant})", "classify", arch, data, steps, 32, 1e-3, held_out, "accuracy",
-                    ettin_flags=flags)
+                    ettin_flags=flags, plain_row=f"classify {task} ({arch})" if variant else None)
                 for task, data, held_out, steps in tasks for arch, variant, flags in variants]
     retrieval = [
         Row(f"dense ({arch})", "dense", arch, pairs, 300, 32, 3e-4, 100, "ndcg@10") for arch in ("encoder", "decoder")
@@ -111,15 +116,15 @@ def write_inputs(work: Path) -> None:
         bm25_hard_negatives(pairs, 3).to_json(str(work / "rerank_rows.jsonl"))
 
 
-def commands(row: Row, model: str, seed: int, out: Path) -> dict[str, list[str]]:
+def commands(row: Row, model: str, seed: int, work: Path) -> dict[str, list[str]]:
     shared = ["--model", model, "--data", row.data, "--max-steps", str(row.steps), "--learning-rate",
               str(row.learning_rate), "--held-out", str(row.held_out), "--seed", str(seed), *row.length]
     return {
         "ettin-ft": [sys.executable, "-m", f"ettin_ft.{row.recipe}", *shared, "--per-device-train-batch-size",
-                     str(row.batch), "--output-dir", str(out / "ettin-ft"), "--save-strategy", "no", "--report-to",
+                     str(row.batch), "--output-dir", str(row.folder(work, "ettin-ft", seed)), "--save-strategy", "no", "--report-to",
                      "none", "--disable-tqdm", "true", "--precision", "fp32", *row.ettin_flags],
         "plain": [sys.executable, str(Path(RECIPES_DIR) / f"{row.recipe}.py"), *shared, "--batch-size", str(row.batch),
-                  "--output-dir", str(out / "plain"), *row.plain_flags],
+                  "--output-dir", str(row.folder(work, "plain", seed)), *row.plain_flags],
     }
 
 
@@ -149,11 +154,11 @@ def evaluate(recipe: str, model_dir: str, eval_set: str) -> float:
     return shared_metrics(evaluator(model), evaluator.primary_metric)["ndcg@10"]
 
 
-def scores(row: Row, model: str, seed: int, out: Path) -> dict[str, dict[str, float]]:
-    """side → {metric name: value} for one seed; runs what is not in ``out`` yet."""
+def scores(row: Row, model: str, seed: int, work: Path) -> dict[str, dict[str, float]]:
+    """side → {metric name: value} for one seed; runs what is not in ``work`` yet."""
     results = {}
-    for side, command in commands(row, model, seed, out).items():
-        folder = out / side
+    for side, command in commands(row, model, seed, work).items():
+        folder = row.folder(work, side, seed)
         done = folder / "scores.json"
         if not done.exists():
             run(command)
@@ -211,8 +216,7 @@ def main() -> None:
         for row in rows(work)[group]:
             if args.rows and not any(part in row.name for part in args.rows.split(",")):
                 continue
-            per_seed = [scores(row, finals[row.arch], seed, work / row.name.replace(" ", "_") / f"seed{seed}")
-                        for seed in seeds]
+            per_seed = [scores(row, finals[row.arch], seed, work) for seed in seeds]
             for metric in per_seed[0]["ettin-ft"]:
                 values = {side: [s[side][metric] for s in per_seed] for side in ("ettin-ft", "plain")}
                 table.append({"row": row.name, "metric": metric, "steps": row.steps, "batch": row.batch,
