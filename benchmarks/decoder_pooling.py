@@ -29,7 +29,6 @@ VARIANTS = [  # (name, arch, steps, recipe arguments beyond the defaults)
     ("decoder, mean pooling", "decoder", 300, ["--pooling", "mean"]),
     ("decoder, last token, 30% warm-up", "decoder", 300, ["--warmup-steps", "0.3"]),
     ("decoder, last token, 1000 steps", "decoder", 1000, []),
-    ("decoder, mean pooling, 1000 steps", "decoder", 1000, ["--pooling", "mean"]),
 ]
 
 
