@@ -27,8 +27,8 @@ VARIANTS = [  # (name, arch, steps, recipe arguments beyond the defaults)
     ("encoder, mean pooling (its default)", "encoder", 300, []),
     ("decoder, last token (its default)", "decoder", 300, []),
     ("decoder, mean pooling", "decoder", 300, ["--pooling", "mean"]),
-    ("decoder, last token, 30% warm-up", "decoder", 300, ["--warmup-steps", "0.3"]),
-    ("decoder, last token, 1000 steps", "decoder", 1000, []),
+    ("decoder, last token, 30% warm-up", "decoder", 300, ["--pooling", "lasttoken", "--warmup-steps", "0.3"]),
+    ("decoder, last token, 1000 steps", "decoder", 1000, ["--pooling", "lasttoken"]),
 ]
 
 

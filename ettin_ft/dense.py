@@ -1,7 +1,8 @@
 """Dense embeddings: an Ettin encoder (or decoder) → a sentence-transformers embedder.
 
-CachedMultipleNegativesRankingLoss over mean-pooled tokens (last-token pooling for decoders, so the encoder
-and decoder of one size compare). Defaults, the Ettin release's settings and data: configs/dense.yaml.
+CachedMultipleNegativesRankingLoss over mean-pooled tokens, for decoders too, so the encoder and decoder of one size
+compare on the same pooling (a small decoder's last token barely learns: BENCHMARKS.md, benchmarks/decoder_pooling.py).
+Defaults, the Ettin release's settings and data: configs/dense.yaml.
 
     python -m ettin_ft.dense --model 150m --output-dir runs/dense-150m
     python -m ettin_ft.dense --model runs/pretrain/final --data pairs.jsonl \
@@ -31,7 +32,7 @@ class DenseConfig(RetrievalConfig):
     INTENDED_USE = "dense retrieval and semantic similarity: encode queries and passages with sentence-transformers and compare them by cosine similarity"
     PIPELINE_TAG = "sentence-similarity"
 
-    pooling: str = field(default="auto", metadata={"help": "auto (mean for encoders, lasttoken for decoders), mean, cls or lasttoken"})
+    pooling: str = field(default="auto", metadata={"help": "auto (mean, for encoders and decoders), mean, cls or lasttoken"})
     mini_batch_size: int = field(default=16, metadata={"help": "CachedMNRL mini-batch (memory), not the effective batch"})
     matryoshka_dims: str | None = field(default=None, metadata={"help": "e.g. '768,512,256,128,64' to train Matryoshka embeddings"})
 
@@ -42,11 +43,11 @@ def locate_base(config: DenseConfig):
 
 def build_embedder(config: DenseConfig, runtime, located=None) -> SentenceTransformer:
     located = located or locate_base(config)
-    ref, arch = located.ref, located.arch
+    ref = located.ref
     transformer = load_through_library(ref, lambda: models.Transformer(
         ref.path, max_seq_length=config.max_seq_length, model_args={**model_kwargs(runtime), "revision": ref.revision}),
         lambda built: built.auto_model)
-    pooling = config.pooling if config.pooling != "auto" else ("mean" if arch == "encoder" else "lasttoken")
+    pooling = "mean" if config.pooling == "auto" else config.pooling
     return SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), pooling)],
                                device=str(runtime.device))
 

@@ -184,7 +184,7 @@ STAGES = [
           lambda q, s: q.sft(s, lora=False)),
     Stage("lora", "chat model from the decoder (LoRA)", "pretrain-decoder", "held_out_loss", False,
           lambda q, s: q.sft(s, lora=True)),
-    Stage("dense-decoder", "dense embedder from the decoder (last-token pooling)", "pretrain-decoder", "ndcg@10", True,
+    Stage("dense-decoder", "dense embedder from the decoder (mean pooling)", "pretrain-decoder", "ndcg@10", True,
           lambda q, s: q.dense(s, "pretrain-decoder")),
     Stage("classify", "question-topic classifier from the encoder (mean pooling)", "pretrain-encoder", "accuracy",
           True, lambda q, s: q.classify(s, "pretrain-encoder")),

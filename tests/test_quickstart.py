@@ -81,7 +81,7 @@ def test_a_rerun_skips_finished_stages(quickstart_dir, capsys):
     status, err, out = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir))
     assert status == 0, err[-5:]
     assert out.count("finished earlier, skipped") == 10
-    assert "[9/11] dense-decoder: dense embedder from the decoder (last-token pooling)\n" in out
+    assert "[9/11] dense-decoder: dense embedder from the decoder (mean pooling)\n" in out
     assert {p: p.stat().st_mtime for p in quickstart_dir.glob("*/stage.json") if p in before} == before
     assert (quickstart_dir / "dense-decoder" / "stage.json").exists()
 

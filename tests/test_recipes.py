@@ -70,6 +70,16 @@ def test_dense_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_decoder_embedder_is_mean_pooled_unless_asked_for_its_last_token(tiny_decoder_dir):
+    """Mean pooling for decoders too (a tiny decoder's last token barely learns: BENCHMARKS.md, decoder_pooling.py)."""
+    from ettin_ft.dense import DenseConfig, build_embedder
+    from ettin_ft.runtime import choose_runtime
+
+    for pooling, mode in (("auto", "pooling_mode_mean_tokens"), ("lasttoken", "pooling_mode_lasttoken")):
+        model = build_embedder(DenseConfig(model=str(tiny_decoder_dir), pooling=pooling), choose_runtime("cpu", "fp32"))
+        assert model[1].get_config_dict()[mode], (pooling, model[1].get_config_dict())
+
+
 def test_sparse_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_path):
     from sentence_transformers.sparse_encoder import SparseEncoder, SparseEncoderTrainingArguments
 
