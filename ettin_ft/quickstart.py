@@ -3,7 +3,7 @@
 On the built-in synthetic world: train one tokenizer, pretrain a tiny encoder (MLM) and its paired decoder
 (CLM) — same shape, data and recipe, the Ettin idea in miniature — then fine-tune dense, ColBERT, SPLADE
 and reranker models from the encoder, SFT and LoRA chat models from the decoder, and a dense embedder from
-the decoder too (last-token pooling) to compare with the encoder's, and a question-topic classifier from
+the decoder too (mean-pooled, as the encoder's) to compare with it, and a question-topic classifier from
 each. Every model is evaluated before and after on held-out data, and both pretrained models are scored
 zero-shot on facts of the world (which of four employers someone works for, ...). DIR gets results.json,
 REPORT.md and plots. Each stage's folder is an ordinary model run the recipe commands accept; a rerun with the
