@@ -50,8 +50,10 @@ def assert_learned(metrics: dict) -> None:
 @pytest.mark.parametrize("arch", ["encoder", "decoder"])
 def test_learns_sentiment_beyond_its_untrained_head_and_the_majority_class(arch, pretrained_tiny, sst2_slice, tmp_path, capsys):
     out = tmp_path / "sst2"
+    # a decoder's new random head (pretrained on biographies only) still predicts the majority class after 120 steps
+    steps = "120" if arch == "encoder" else "300"
     status, err, _ = run_cli_main("classify", capsys, "--model", str(pretrained_tiny(arch)), "--data", str(sst2_slice),
-                                  "--output-dir", str(out), "--max-steps", "120", *FAST)
+                                  "--output-dir", str(out), "--max-steps", steps, *FAST)
     assert status == 0, err[-5:]
     metrics = metrics_of(out)
     assert_learned(metrics)
