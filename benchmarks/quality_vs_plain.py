@@ -10,9 +10,8 @@ errors is marked LOSES.
   training rows) and birth city from a synthetic biography (30 classes, one biography per person; also at 50, 100
   and 150 steps, before it saturates). Decoder rows again with --head-init lm (an ablation: the LM head as the
   prediction head's start).
-- dense (encoder, and decoder: ettin-ft's last-token pooling against the plain script's mean pooling), SPLADE,
-  ColBERT, reranker: trained on ../shared/data/retrieval_pairs (PubMedQA); NDCG@10 of the saved models on SciFact
-  and Cranfield (the reranker reranks BM25's top 100; both sides train on the same BM25-mined labelled rows, since
+- dense (encoder and decoder, mean-pooled on both sides), SPLADE, ColBERT, reranker: trained on
+  ../shared/data/retrieval_pairs (PubMedQA); NDCG@10 of the saved models on SciFact and Cranfield (the reranker reranks BM25's top 100; both sides train on the same BM25-mined labelled rows, since
   the plain script mines with a hub model).
 - SFT and LoRA: held-out loss on ../shared/data/sft (the decoder).
 

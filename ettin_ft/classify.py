@@ -105,7 +105,7 @@ def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
     if config.head_init == "random" and arch == "encoder":
         raise EttinError(f"--head-init random applies to Ettin decoders; {ref.describe()} is an encoder, whose "
                          "prediction head starts as its MLM head's (--head-init auto or lm)")
-    head_from_lm = arch == "decoder" and located.ettin and not config.init_from and config.head_init == "lm"
+    head_from_lm = config.head_init == "lm" and arch == "decoder" and not config.init_from  # lm was refused above unless Ettin
     model = load_checked(
         AutoModelForSequenceClassification, source, new=("head.",) if head_from_lm else (), num_labels=data.num_labels,
         pad_token_id=tokenizer.pad_token_id, problem_type="regression" if data.regression else "single_label_classification",
