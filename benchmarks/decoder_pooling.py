@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 from classify_quality import pretrain
 from ettin_ft.seeds import mean_std
+from worker import compare_study, dense_scifact
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VARIANTS = [  # (name, arch, steps, recipe arguments beyond the defaults)
     ("encoder, mean pooling (its default)", "encoder", 300, []),
     ("decoder, last token (its default before this benchmark)", "decoder", 300, ["--pooling", "lasttoken"]),
@@ -46,15 +45,8 @@ def main() -> None:
     rows = []
     for name, arch, steps, extra in VARIANTS:
         folder = work / ("dense-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"))
-        command = [sys.executable, "-m", "ettin_ft.compare", "--recipe", "dense", "--models", finals[arch],
-                   "--seeds", args.seeds, "--output-dir", str(folder), "--",
-                   "--data", str(SHARED / "retrieval_pairs" / "pubmedqa_pqal.jsonl"),
-                   "--eval-beir", str(SHARED / "retrieval_eval" / "scifact"), "--max-steps", str(steps),
-                   "--per-device-train-batch-size", "32", "--learning-rate", "3e-4", "--max-seq-length", "128",
-                   "--batch-sampler", "no_duplicates", "--precision", "fp32", "--report-to", "none",
-                   "--disable-tqdm", "true", "--logging-steps", "50", *extra]
-        print("$", " ".join(command), flush=True)
-        subprocess.run(command, check=True, capture_output=True)
+        if compare_study(folder, "dense", [finals[arch]], args.seeds, [*dense_scifact(steps), *extra]) != 0:
+            sys.exit(f"the {name} study failed: {folder / 'REPORT.md'}")
         runs = [run for run in json.loads((folder / "comparison.json").read_text()) if run["status"] == "ok"]
         after = [run["after_ndcg@10"] for run in runs]
         rows.append((name, steps, runs[0]["before_ndcg@10"], after))

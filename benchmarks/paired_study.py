@@ -4,8 +4,8 @@
    data, steps and tokenizer), keeping a checkpoint every ``--save-every`` steps.
 2. `compare --revisions all` over both run folders, 3 seeds each:
    - classify on SST-2 (../shared/data/classification/sst2, accuracy on its validation file);
-   - dense retrieval trained on PubMedQA pairs, NDCG@10 on SciFact (../shared/data/retrieval_eval/scifact), and
-     again for the decoder with mean pooling instead of its last token (an ablation);
+   - dense retrieval trained on PubMedQA pairs, NDCG@10 on SciFact (../shared/data/retrieval_eval/scifact), both
+     mean-pooled (each default), and again for the decoder with its last token (an ablation);
    - the WinoGender bias probe (zero-shot, ../shared/data/bias/winogender).
 Each study writes comparison.csv/.json, REPORT.md and plots under --work-dir; BENCHMARKS.md quotes them.
 
@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from worker import run
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from worker import QUIET_FP32, SHARED, compare_study, dense_scifact, run
 
 
 def pretrain(work: Path, args) -> list[str]:
@@ -42,11 +39,8 @@ def pretrain(work: Path, args) -> list[str]:
 
 
 def study(work: Path, name: str, recipe: str, models: list[str], seeds: str, recipe_args: list[str]) -> None:
-    """One `python -m ettin_ft.compare` study; a failed run is reported, not fatal (its row says why)."""
-    command = [sys.executable, "-m", "ettin_ft.compare", "--recipe", recipe, "--models", ",".join(models),
-               "--revisions", "all", "--seeds", seeds, "--output-dir", str(work / name), "--", *recipe_args]
-    print("$", " ".join(command), flush=True)
-    status = subprocess.run(command).returncode
+    """One study over every checkpoint; a failed run is reported, not fatal (its row says why)."""
+    status = compare_study(work / name, recipe, models, seeds, recipe_args, "--revisions", "all")
     print(f"{name}: exit {status}; {work / name / 'REPORT.md'}", flush=True)
 
 
@@ -62,17 +56,14 @@ def main() -> None:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     models = pretrain(work, args)
-    common = ["--precision", "fp32", "--report-to", "none", "--disable-tqdm", "true", "--logging-steps", "50"]
     study(work, "classify-sst2", "classify", models, args.seeds, [
         "--data", str(SHARED / "classification" / "sst2"), "--max-steps", str(args.classify_steps),
-        "--per-device-train-batch-size", "32", "--learning-rate", "1e-3", "--max-seq-length", "128", *common])
-    dense = ["--data", str(SHARED / "retrieval_pairs" / "pubmedqa_pqal.jsonl"),
-             "--eval-beir", str(SHARED / "retrieval_eval" / "scifact"), "--max-steps", str(args.dense_steps),
-             "--per-device-train-batch-size", "32", "--learning-rate", "3e-4", "--max-seq-length", "128",
-             "--batch-sampler", "no_duplicates", *common]
-    study(work, "dense-scifact", "dense", models, args.seeds, dense)
-    # ablation: the decoder mean-pooled like the encoder, to separate pooling from architecture
-    study(work, "dense-scifact-decoder-mean", "dense", models[1:], args.seeds, [*dense, "--pooling", "mean"])
+        "--per-device-train-batch-size", "32", "--learning-rate", "1e-3", "--max-seq-length", "128", *QUIET_FP32])
+    study(work, "dense-scifact", "dense", models, args.seeds, dense_scifact(args.dense_steps))
+    # ablation: the decoder's last token (its default before benchmarks/decoder_pooling.py), to separate pooling
+    # from architecture
+    study(work, "dense-scifact-decoder-lasttoken", "dense", models[1:], args.seeds,
+          [*dense_scifact(args.dense_steps), "--pooling", "lasttoken"])
     study(work, "bias", "bias", models, "0", ["--data", str(SHARED / "bias" / "winogender")])
 
 
