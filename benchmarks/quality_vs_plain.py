@@ -191,7 +191,7 @@ def summary(values: dict[str, list[float]], higher_is_better: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", required=True, help="runs and the pretrained pair are kept here")
+    parser.add_argument("--work-dir", help="runs and the pretrained pair are kept here (required)")
     parser.add_argument("--groups", default="classify,retrieval,sft")
     parser.add_argument("--rows", default=None, help="only the rows whose names contain one of these, e.g. 'SST-2,RTE'")
     parser.add_argument("--seeds", default="0,1,2")
@@ -205,6 +205,8 @@ def main() -> None:
     if args.evaluate:
         report(evaluate(args.evaluate, args.model_dir, args.eval_set))
         return
+    if not args.work_dir:
+        parser.error("the following arguments are required: --work-dir")
 
     from ettin_ft.runtime import cpu_has_native_bf16
 
