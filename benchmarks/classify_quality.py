@@ -21,9 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from worker import plain_recipe, report, run, run_worker
+from worker import SHARED, plain_recipe, report, run, run_worker
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = {"sst2": 300, "rte": 300}  # task → fine-tuning steps per seed
 
 

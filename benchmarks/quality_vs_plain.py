@@ -13,7 +13,8 @@ errors is marked LOSES.
 - dense (encoder and decoder, mean-pooled on both sides), SPLADE, ColBERT, reranker: trained on
   ../shared/data/retrieval_pairs (PubMedQA); NDCG@10 of the saved models on SciFact and Cranfield (the reranker reranks BM25's top 100; both sides train on the same BM25-mined labelled rows, since
   the plain script mines with a hub model).
-- SFT and LoRA: held-out loss on ../shared/data/sft (the decoder).
+- SFT and LoRA: held-out loss on ../shared/data/sft (the decoder; one optimizer step per batch on both sides,
+  where configs/sft.yaml would accumulate 8).
 
 The encoder/decoder pair is pretrained first (``--pretrain-steps``, shared tokenizer, as benchmarks/classify_quality.py).
 Finished runs are kept in --work-dir and skipped on a rerun; --groups picks classify, retrieval and/or sft,
@@ -33,9 +34,8 @@ from pathlib import Path
 
 from classify_quality import pretrain
 from ettin_ft.seeds import mean_std, parse_seeds
-from worker import RECIPES_DIR, report, run, run_worker
+from worker import RECIPES_DIR, SHARED, report, run, run_worker
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 EVAL_SETS = ("scifact", "cranfield")
 
 

@@ -23,9 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from worker import plain_recipe, report, run, run_worker
+from worker import SHARED, plain_recipe, report, run, run_worker
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 EVAL_SETS = ("scifact", "cranfield")
 RECIPES = {  # recipe → (batch, learning rate, training steps, extra flags)
     "dense": (32, 3e-4, 300, ["--batch-sampler", "no_duplicates"]),

@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from worker import plain_recipe, report, run_worker
+from worker import SHARED, plain_recipe, report, run_worker
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHATS = SHARED / "sft" / "hh_rlhf_helpful_base_test.jsonl"
 
 
