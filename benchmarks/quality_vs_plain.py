@@ -3,9 +3,9 @@
 For each row, ``python -m ettin_ft.<recipe>`` (its defaults) and ``python recipes/<recipe>.py`` (the page of
 transformers / sentence-transformers / pylate / trl code a user would write) fine-tune the same pretrained model on
 the same data, held-out rows, steps, batch, learning rate and seed (the script's --seed made to reach
-sentence-transformers' batch sampler, as ettin-ft does, so its seeds differ). Reported: mean ± std over the seeds of each
-side, and ettin-ft minus plain with its standard error; a row where ettin-ft is worse by more than two standard
-errors is marked LOSES.
+sentence-transformers' batch sampler, as ettin-ft does, so its seeds differ). Reported: mean ± std over the seeds
+of each side, and ettin-ft minus plain with its standard error; a row where ettin-ft is worse by more than two
+standard errors is marked LOSES.
 
 - classify, encoder and decoder: SST-2, RTE, an MNLI slice (../shared/data/classification; accuracy on held-out
   training rows) and birth city from a synthetic biography (30 classes, one biography per person; also at 50, 100
