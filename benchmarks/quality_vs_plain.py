@@ -12,8 +12,9 @@ standard errors is marked LOSES.
   and 150 steps, before it saturates). Decoder rows again with --head-init lm (an ablation: the LM head as the
   prediction head's start).
 - dense (encoder and decoder, mean-pooled on both sides), SPLADE, ColBERT, reranker: trained on
-  ../shared/data/retrieval_pairs (PubMedQA); NDCG@10 of the saved models on SciFact and Cranfield (the reranker reranks BM25's top 100; both sides train on the same BM25-mined labelled rows, since
-  the plain script mines with a hub model).
+  ../shared/data/retrieval_pairs (PubMedQA); NDCG@10 of the saved models on SciFact and Cranfield (the reranker
+  reranks BM25's top 100; both sides train on the same BM25-mined labelled rows, since the plain script mines with
+  a hub model).
 - SFT and LoRA: held-out loss on ../shared/data/sft (the decoder; one optimizer step per batch on both sides,
   where configs/sft.yaml would accumulate 8).
 
