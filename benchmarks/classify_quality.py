@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from worker import SHARED, plain_recipe, report, run, run_worker
+from worker import QUIET_FP32, SHARED, plain_recipe, report, run, run_worker
 
 TASKS = {"sst2": 300, "rte": 300}  # task → fine-tuning steps per seed
 
@@ -30,7 +30,7 @@ def classify_command(model: str, task: str, output_dir: str, steps: int, args, *
     return [sys.executable, "-m", "ettin_ft.classify", "--model", model, "--data", str(SHARED / "classification" / task),
             "--output-dir", output_dir, "--max-steps", str(steps), "--per-device-train-batch-size", str(args.batch_size),
             "--learning-rate", str(args.learning_rate), "--max-seq-length", str(args.max_seq_length),
-            "--precision", "fp32", "--logging-steps", "50", "--disable-tqdm", "true", *extra]
+            *QUIET_FP32, *extra]
 
 
 def plain_script(model_dir: str, task: str, args) -> float:
