@@ -1,6 +1,6 @@
 """Model cards: every model folder a run publishes gets a README.md saying what made it.
 
-Where the library already wrote a card (sentence-transformers, pylate, peft), ettin-ft's section is added to it;
+Where the library already wrote a card (sentence-transformers, peft), ettin-ft's section is added to it;
 elsewhere (classifiers, SFT models, pretraining runs) the card is made with huggingface_hub's ModelCard. Either
 way it loads with ``huggingface_hub.ModelCard.load`` and gives the base model, the ettin-ft version, the command
 and configuration, the training data, the key hyperparameters, the metrics before and after (as metrics.json has

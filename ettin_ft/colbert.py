@@ -1,8 +1,11 @@
-"""Multi-vector retrieval: an Ettin encoder → a pylate ColBERT model.
+"""Multi-vector retrieval: an Ettin encoder → a ColBERT model (sentence-transformers' MultiVectorEncoder).
 
-Knowledge distillation (losses.Distillation) on the release data, lightonai/ms-marco-en-bge (its train /
-queries / documents subsets through KDProcessing); (query, positive, negative) rows without teacher scores
-train with losses.Contrastive instead. Defaults, the Ettin release's settings: configs/colbert.yaml.
+Knowledge distillation on the release data, lightonai/ms-marco-en-bge (its train / queries / documents subsets,
+joined by ``resolve_ids``); (query, positive, negative) rows without teacher scores train contrastively instead.
+The model and the losses are PyLate's, as the Ettin ColBERTs were trained (now in sentence-transformers):
+[Q]/[D] prefix tokens, queries expanded to --query-length with mask tokens, punctuation skipped in documents,
+a 128-dimensional projection. ``final/`` is saved in PyLate's layout, which both sentence-transformers'
+``MultiVectorEncoder`` and PyLate's ``models.ColBERT`` load (colbert_format.py). Defaults: configs/colbert.yaml.
 
     python -m ettin_ft.colbert --model 150m --output-dir runs/colbert-150m
     python -m ettin_ft.colbert --model runs/pretrain/final --data triplets.jsonl --output-dir runs/colbert
@@ -11,26 +14,29 @@ train with losses.Contrastive instead. Defaults, the Ettin release's settings: c
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from pylate import losses, models, utils
-from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import MultiVectorEncoder, MultiVectorEncoderTrainer, MultiVectorEncoderTrainingArguments
+from sentence_transformers.multi_vector_encoder import losses
+from sentence_transformers.util.dataset import resolve_ids
 from transformers import set_seed
 
+from .colbert_format import (KD_WAYS, as_pylate_layout, is_multi_vector_model, min_max_kd_scores, new_colbert, set_lengths,
+                             training_prompts)
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
-from .evaluation import NANOBEIR_EN
 from .models import load_through_library
 from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
-                     prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out,
-                     train_and_save)
+                     prepare_run, print_dry_run, publish_trained, release_recipe, release_settings, run_evaluators,
+                     split_held_out, train_and_save)
 
 DEFAULTS, (KD_DATA, _, _) = release_settings("colbert")
 
 
 @dataclass
 class ColbertConfig(RetrievalConfig):
-    INTENDED_USE = "multi-vector (late-interaction) retrieval with pylate: index passages, search with MaxSim"
+    INTENDED_USE = "multi-vector (late-interaction) retrieval: index passages, search with MaxSim (sentence-transformers' MultiVectorEncoder or PyLate)"
     PIPELINE_TAG = "sentence-similarity"
 
     objective: str = field(default="auto", metadata={"help": "auto (distillation on the default data or when --queries is given; contrastive otherwise), distillation or contrastive"})
@@ -41,23 +47,35 @@ class ColbertConfig(RetrievalConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.max_seq_length is not None:  # pylate sizes queries and documents apart
+        if self.max_seq_length is not None:  # queries and documents are sized apart
             raise EttinError(f"--max-seq-length {self.max_seq_length} does not apply to ColBERT; set --query-length "
                              f"({self.query_length}) and --document-length ({self.document_length}) instead")
-        if self.nanobeir_dataset_id != NANOBEIR_EN:
-            raise EttinError(f"--nanobeir-dataset-id {self.nanobeir_dataset_id} does not apply to ColBERT: pylate's "
-                             "NanoBEIR evaluator always reads the zeta-alpha-ai/Nano* sets")
 
 
-def build_colbert(config: ColbertConfig, runtime, located=None) -> models.ColBERT:
+def build_colbert(config: ColbertConfig, runtime, located=None) -> MultiVectorEncoder:
+    """A ColBERT folder (PyLate's or sentence-transformers' layout) with --query-length and --document-length, or a
+    new ColBERT on an encoder."""
     ref = (located or locate_model(config, "colbert")).ref
-    return load_through_library(ref, lambda: models.ColBERT(
-        model_name_or_path=ref.path, revision=ref.revision, device=str(runtime.device), query_length=config.query_length,
-        document_length=config.document_length, model_kwargs=model_kwargs(runtime)), lambda built: built[0].auto_model)
+    kwargs = model_kwargs(runtime)
+    if kwargs["attn_implementation"] == "flash_attention_2":
+        # flash attention drops masked positions, and ColBERT's query expansion tokens are masked from attention
+        # (sentence-transformers refuses the pair): sdpa keeps the model's semantics
+        if config.attn_implementation != "auto":
+            raise EttinError("--attn-implementation flash_attention_2 does not apply to ColBERT: its query expansion "
+                             "tokens are masked from attention, which flash attention drops; use sdpa")
+        kwargs["attn_implementation"] = "sdpa"
+    if not is_multi_vector_model(ref):  # a bare encoder: PyLate's ColBERT modules on it
+        return load_through_library(ref, lambda: new_colbert(ref, str(runtime.device), kwargs, config.query_length,
+                                                             config.document_length), lambda built: built[0].auto_model)
+    model = load_through_library(ref, lambda: MultiVectorEncoder(ref.path, revision=ref.revision, device=str(runtime.device),
+                                                                 model_kwargs=kwargs), lambda built: built[0].auto_model)
+    set_lengths(model, config.query_length, config.document_length)
+    return model
 
 
 def distillation_data(config: ColbertConfig):
-    """(train, held-out) KD rows (query_id, document_ids, scores) with KDProcessing to look up the texts."""
+    """(train, held-out) KD rows with texts: training rows as (query, document_1..N, scores), held-out rows as
+    (query, documents, scores) for the retrieval evaluation."""
     default = config.data is None
     spec = KD_DATA if default else config.data
     train = load_data(spec, columns=["query_id", "document_ids", "scores"], config_name="train" if default else config.data_config,
@@ -67,16 +85,16 @@ def distillation_data(config: ColbertConfig):
     queries = load_data(config.queries or KD_DATA, columns=["query_id", "text"], config_name=None if config.queries else "queries")
     documents = load_data(config.documents or KD_DATA, columns=["document_id", "text"],
                           config_name=None if config.documents else "documents")
-    processing = utils.KDProcessing(queries=queries, documents=documents)
+    lookups = {"query_id": (queries, "query_id", "text"), "document_ids": (documents, "document_id", "text")}
     train, held_out = split_held_out(config, train)
-    for split in (train, held_out):
-        if split is not None:
-            split.set_transform(processing.transform)
+    train.set_transform(resolve_ids(lookups, max_list_length=KD_WAYS))
+    if held_out is not None:
+        held_out.set_transform(resolve_ids(lookups, max_list_length=KD_WAYS, output_format="lists"))
     return train, held_out
 
 
-def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
-    """Train a ColBERT model as ``config`` says; returns the trained pylate ColBERT."""
+def train_colbert(config: ColbertConfig, args: MultiVectorEncoderTrainingArguments, runtime=None, dry_run=False):
+    """Train a ColBERT model as ``config`` says; returns the trained MultiVectorEncoder."""
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate_model(config, "colbert")
@@ -92,27 +110,31 @@ def train_colbert(config: ColbertConfig, args: SentenceTransformerTrainingArgume
         raise EttinError(f"unknown --objective {objective!r}; expected auto, distillation or contrastive")
     evaluators = evaluators_for("colbert", config, held_out)
     model = build_colbert(config, runtime, located)  # after every input check
-    loss = losses.Distillation(model=model) if objective == "distillation" else losses.Contrastive(model=model)
+    if objective == "distillation":  # PyLate's Distillation: KL on min-max normalised student scores
+        loss = losses.MultiVectorDistillKLDivLoss(model, similarity_fct=min_max_kd_scores)
+    else:
+        loss = losses.MultiVectorMultipleNegativesRankingLoss(model)
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
-                                         data_collator=utils.ColBERTCollator(model.tokenize))
-    train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
+    args = dataclasses.replace(args, prompts=training_prompts(model, list(train[0])))
+    trainer = MultiVectorEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators),
+                   save=lambda: publish_trained(trainer, finish=lambda folder: as_pylate_layout(model, folder)))
     return model
 
 
 def release(output_dir: str, **overrides):
-    """The release settings (configs/colbert.yaml) as (ColbertConfig, SentenceTransformerTrainingArguments), as the command
+    """The release settings (configs/colbert.yaml) as (ColbertConfig, MultiVectorEncoderTrainingArguments), as the command
     line resolves them; ``overrides`` name fields of either: ``train_colbert(*release("runs/x", learning_rate=1e-4))``."""
-    return release_recipe(ColbertConfig, SentenceTransformerTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.colbert")
+    return release_recipe(ColbertConfig, MultiVectorEncoderTrainingArguments, DEFAULTS, output_dir, overrides, "ettin_ft.colbert")
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     config, args, dry_run = parse_recipe(
-        ColbertConfig, SentenceTransformerTrainingArguments, DEFAULTS, argv, "python -m ettin_ft.colbert",
-        "Fine-tune an Ettin encoder into a pylate ColBERT model (any TrainingArguments field is a flag).",
+        ColbertConfig, MultiVectorEncoderTrainingArguments, DEFAULTS, argv, "python -m ettin_ft.colbert",
+        "Fine-tune an Ettin encoder into a ColBERT model, saved for sentence-transformers and PyLate (any TrainingArguments field is a flag).",
     )
     train_colbert(config, args, dry_run=dry_run)
 

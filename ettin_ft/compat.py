@@ -1,11 +1,13 @@
-"""Work-arounds for the pinned library versions, each naming the versions it targets.
+"""Work-arounds for the supported library versions, each naming the versions it targets.
 
 Remove one when an upgrade makes it unnecessary (its test then still passes without it).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import json
 
 
 # trl 1.16 × transformers 5.3 (ModernBertDecoderForCausalLM).
@@ -52,3 +54,19 @@ def seed_batch_sampler(trainer) -> None:
         return build(*args, **kwargs)
 
     trainer.get_batch_sampler = get_batch_sampler
+
+
+# sentence-transformers 6.2–6.3 (MultiVectorEncoderTrainingArguments.max_length) × transformers' HfArgumentParser.
+def parsable_field(field):
+    """``field``, or a copy that HfArgumentParser can turn into a flag: the parser takes one type per flag (plus
+    None, or str), and refuses a ``Union[int, None, dict]`` outright. The copy parses an integer or a JSON object."""
+    members = getattr(field.type, "__args__", ())
+    if str in members or len(members) <= 2 or dict not in (getattr(m, "__origin__", m) for m in members):
+        return field
+    parsable = copy.copy(field)
+    parsable.type = int_or_json
+    return parsable
+
+
+def int_or_json(value: str):
+    return json.loads(value) if value.lstrip().startswith("{") else int(value)

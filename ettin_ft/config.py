@@ -23,6 +23,11 @@ from .errors import EttinError, OneLineErrors, check_output_dir
 class DataclassArgumentParser(OneLineErrors, HfArgumentParser):
     """HfArgumentParser with one-line errors."""
 
+    def _parse_dataclass_field(self, parser, field):
+        from .compat import parsable_field
+
+        super()._parse_dataclass_field(parser, parsable_field(field))
+
 
 def read_yaml(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):

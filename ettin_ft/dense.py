@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-from sentence_transformers import losses, models
-from sentence_transformers.evaluation import SequentialEvaluator
+from sentence_transformers.base.evaluation import SequentialEvaluator
+from sentence_transformers.sentence_transformer import losses, modules
 from transformers import set_seed
 
 from .errors import cli_entry
@@ -44,11 +44,12 @@ def locate_base(config: DenseConfig):
 def build_embedder(config: DenseConfig, runtime, located=None) -> SentenceTransformer:
     located = located or locate_base(config)
     ref = located.ref
-    transformer = load_through_library(ref, lambda: models.Transformer(
-        ref.path, max_seq_length=config.max_seq_length, model_args={**model_kwargs(runtime), "revision": ref.revision}),
-        lambda built: built.auto_model)
+    revision = {"revision": ref.revision}
+    transformer = load_through_library(ref, lambda: modules.Transformer(
+        ref.path, max_seq_length=config.max_seq_length, model_kwargs={**model_kwargs(runtime), **revision},
+        processor_kwargs=revision, config_kwargs=revision), lambda built: built.auto_model)
     pooling = "mean" if config.pooling == "auto" else config.pooling
-    return SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), pooling)],
+    return SentenceTransformer(modules=[transformer, modules.Pooling(transformer.get_embedding_dimension(), pooling)],
                                device=str(runtime.device))
 
 

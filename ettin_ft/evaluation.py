@@ -1,8 +1,9 @@
-"""Retrieval evaluation on local BEIR folders and NanoBEIR, through the sentence-transformers and pylate evaluators.
+"""Retrieval evaluation on local BEIR folders and NanoBEIR, through the sentence-transformers evaluators.
 
 Every recipe reports the same three numbers, before and after training: NDCG@10, MRR@10 and Recall@100.
 Dense, sparse and ColBERT models retrieve over the whole corpus (ColBERT by exact MaxSim); the reranker
-reranks the top 100 of a BM25 first stage, so its Recall@100 is that of BM25.
+reranks the top 100 of a BM25 first stage, so its Recall@100 is that of BM25. (ColBERT's exact MaxSim scores the
+corpus in chunks that sentence-transformers sizes to a memory budget.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from .errors import EttinError
 from .hub import unreachable_because
 
 SHARED_METRICS = ("ndcg@10", "mrr@10", "recall@100")
-COLBERT_SCORE_BUDGET = 2**27  # float32 token scores per exact-MaxSim corpus chunk
 BM25_TOKEN = r"(?u)\b\w+\b"  # lower-cased words, one letter included, no stemming or stop words
 
 
@@ -78,7 +78,7 @@ def retrieval_evaluator(kind: str, split: BeirSplit, name: str = "beir", batch_s
         batch_size=batch_size, name=name, write_csv=False,
     )
     if kind == "dense":
-        from sentence_transformers.evaluation import InformationRetrievalEvaluator
+        from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
         return InformationRetrievalEvaluator(**arguments)
     if kind == "sparse":
@@ -86,10 +86,9 @@ def retrieval_evaluator(kind: str, split: BeirSplit, name: str = "beir", batch_s
 
         return SparseInformationRetrievalEvaluator(**arguments)
     if kind == "colbert":
-        from pylate.evaluation import PyLateInformationRetrievalEvaluator
+        from sentence_transformers.multi_vector_encoder.evaluation import MultiVectorInformationRetrievalEvaluator
 
-        arguments["corpus_chunk_size"] = colbert_corpus_chunk_size(len(split.queries))
-        return PyLateInformationRetrievalEvaluator(**arguments)
+        return MultiVectorInformationRetrievalEvaluator(**arguments)
     raise ValueError(f"no retrieval evaluator for {kind!r}")
 
 
@@ -118,18 +117,12 @@ def held_out_split(rows) -> BeirSplit:
                      qrels=qrels)
 
 
-def colbert_corpus_chunk_size(num_queries: int) -> int:
-    """Exact MaxSim scores every query token against every token of a whole corpus chunk at once (SciFact in
-    one chunk: 35 GB); chunks keep queries × documents × 32 × 256 token scores near 512 MiB."""
-    return max(1, COLBERT_SCORE_BUDGET // (num_queries * 32 * 256))
-
-
 NANOBEIR_EN = "sentence-transformers/NanoBEIR-en"
 
 
 def nanobeir_names(sets: str) -> list[str] | None:
     """The NanoBEIR sets ``sets`` names ("all": None, the libraries' default), or one clear error."""
-    from sentence_transformers.evaluation.NanoBEIREvaluator import DATASET_NAME_TO_HUMAN_READABLE
+    from sentence_transformers.sentence_transformer.evaluation.nano_beir import DATASET_NAME_TO_HUMAN_READABLE
 
     names = None if sets == "all" else [name.strip().lower() for name in sets.split(",") if name.strip()]
     unknown = [name for name in names or [] if name not in DATASET_NAME_TO_HUMAN_READABLE]
@@ -143,14 +136,10 @@ def nanobeir_evaluator(kind: str, sets: str = "all", dataset_id: str = NANOBEIR_
     """The library's NanoBEIR evaluator for a ``kind`` model over ``sets`` ("all" or names such as
     "scifact,nfcorpus"), the mean of the sets as its main score; the reranker reranks each set's BM25 top 100.
 
-    ``dataset_id`` is the NanoBEIR collection (another language, or a local copy); pylate's ColBERT evaluator
-    always reads the zeta-alpha-ai/Nano* sets. Fails fast, in one line, when the sets cannot be loaded.
+    ``dataset_id`` is the NanoBEIR collection (another language, or a local copy). Fails fast, in one line, when
+    the sets cannot be loaded.
     """
     names = nanobeir_names(sets)
-    if kind == "colbert":
-        from pylate.evaluation.nano_beir_evaluator import MAPPING_DATASET_NAME_TO_ID
-
-        dataset_id = MAPPING_DATASET_NAME_TO_ID[(names or ["scifact"])[0]]
     if not os.path.isdir(dataset_id):
         try:
             reach_hub_dataset(dataset_id)
@@ -161,7 +150,7 @@ def nanobeir_evaluator(kind: str, sets: str = "all", dataset_id: str = NANOBEIR_
     retrieval = dict(mrr_at_k=[10], ndcg_at_k=[10], precision_recall_at_k=[100], accuracy_at_k=[1], map_at_k=[100])
     try:
         if kind == "dense":
-            from sentence_transformers.evaluation import NanoBEIREvaluator
+            from sentence_transformers.sentence_transformer.evaluation import NanoBEIREvaluator
 
             return NanoBEIREvaluator(dataset_id=dataset_id, **arguments, **retrieval)
         if kind == "sparse":
@@ -169,12 +158,9 @@ def nanobeir_evaluator(kind: str, sets: str = "all", dataset_id: str = NANOBEIR_
 
             return SparseNanoBEIREvaluator(dataset_id=dataset_id, **arguments, **retrieval)
         if kind == "colbert":
-            from pylate.evaluation import NanoBEIREvaluator as ColBERTNanoBEIREvaluator
+            from sentence_transformers.multi_vector_encoder.evaluation import MultiVectorNanoBEIREvaluator
 
-            evaluator = ColBERTNanoBEIREvaluator(**arguments, **retrieval)
-            for per_set in evaluator.evaluators:
-                per_set.corpus_chunk_size = colbert_corpus_chunk_size(len(per_set.queries))
-            return evaluator
+            return MultiVectorNanoBEIREvaluator(dataset_id=dataset_id, **arguments, **retrieval)
         if kind == "rerank":
             from sentence_transformers.cross_encoder.evaluation import CrossEncoderNanoBEIREvaluator
 

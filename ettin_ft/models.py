@@ -295,7 +295,7 @@ def checkpoint_tensors(ref: ModelRef, prefix: str) -> dict:
 
 
 def load_through_library(ref: ModelRef, build, transformers_model):
-    """``build()``, a library's model (sentence-transformers, pylate) loaded from ``ref``, checked as
+    """``build()``, a library's model (sentence-transformers) loaded from ``ref``, checked as
     ``load_checked`` checks loading info: the parameters of its transformers model (``transformers_model(built)``)
     against the checkpoint's tensor names, both without the base model's prefix."""
     stored = checkpoint_tensor_names(ref)

@@ -70,7 +70,7 @@ class RetrievalConfig(RecipeConfig):
     eval_beir: str | None = field(default=None, metadata={"help": "local BEIR folder to evaluate before and after training (e.g. ../shared/data/retrieval_eval/scifact)"})
     eval_beir_split: str = field(default="test", metadata={"help": "qrels split of the BEIR folder"})
     eval_nanobeir: str | None = field(default=None, metadata={"help": "evaluate on NanoBEIR (hub) before and after training: 'all' or names, e.g. 'scifact,nfcorpus'"})
-    nanobeir_dataset_id: str = field(default=NANOBEIR_EN, metadata={"help": "the NanoBEIR collection: another language (e.g. lightonai/NanoBEIR-de) or a local copy (ColBERT always uses pylate's zeta-alpha-ai/Nano* sets)"})
+    nanobeir_dataset_id: str = field(default=NANOBEIR_EN, metadata={"help": "the NanoBEIR collection: another language (e.g. lightonai/NanoBEIR-de) or a local copy"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -302,15 +302,18 @@ def output_folder(output_dir: str):
         raise
 
 
-def publish_trained(trainer, name: str = "final") -> str:
+def publish_trained(trainer, name: str = "final", finish=None) -> str:
     """DIR/<name> through a staging folder with the trainer's own saving, which gathers sharded weights
-    (FSDP, DeepSpeed) from every process and writes from the main process; every process calls it."""
+    (FSDP, DeepSpeed) from every process and writes from the main process; every process calls it.
+    ``finish(folder)`` then completes the saved folder on the main process, before it is published."""
     path = os.path.join(trainer.args.output_dir, name)
     staging = staging_folder(path) if is_main_process() else None
     wait_for_everyone()
     trainer.save_model(staging_path(path))
     wait_for_everyone()
     if staging is not None:
+        if finish is not None:
+            finish(staging)
         publish(staging, path)
     wait_for_everyone()
     return path

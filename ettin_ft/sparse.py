@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTrainer,
-                                                  SparseEncoderTrainingArguments, losses, models)
+from sentence_transformers.base.modules import Transformer
+from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTrainer, SparseEncoderTrainingArguments,
+                                                  losses)
+from sentence_transformers.sparse_encoder.modules import SpladePooling
 from transformers import set_seed
 
 from .errors import cli_entry
@@ -35,10 +37,12 @@ class SparseConfig(RetrievalConfig):
 
 def build_splade(config: SparseConfig, runtime, located=None) -> SparseEncoder:
     ref = (located or locate_model(config, "sparse")).ref
-    mlm = load_through_library(ref, lambda: models.MLMTransformer(
-        ref.path, max_seq_length=config.max_seq_length, model_args={**model_kwargs(runtime), "revision": ref.revision}),
+    revision = {"revision": ref.revision}
+    mlm = load_through_library(ref, lambda: Transformer(
+        ref.path, transformer_task="fill-mask", max_seq_length=config.max_seq_length,
+        model_kwargs={**model_kwargs(runtime), **revision}, processor_kwargs=revision, config_kwargs=revision),
         lambda built: built.auto_model)
-    return SparseEncoder(modules=[mlm, models.SpladePooling("max")], device=str(runtime.device))
+    return SparseEncoder(modules=[mlm, SpladePooling("max")], device=str(runtime.device))
 
 
 def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, runtime=None, dry_run=False):

@@ -80,11 +80,11 @@ def test_every_retrieval_field_is_read(recipe, config_name, tiny_encoder_dir, ti
         runs[0] += nanobeir
     if recipe == "rerank":
         runs[0] += ["--mining-model", "bm25", "--classifier-pooling", "cls", *nanobeir]
-    if recipe == "colbert":  # pylate's NanoBEIR sets are on the hub: --eval-nanobeir is tested offline elsewhere
-        runs[0] += ["--document-length", "64"]
+    if recipe == "colbert":
+        runs[0] += ["--document-length", "64", *nanobeir]
         runs.append(["--model", str(tiny_encoder_dir), "--output-dir", str(tmp_path / "b"),
                      *distillation_files(world_dir, tmp_path), "--held-out", "2", *FINE_TUNING])
-        refused = {"max_seq_length": ["--max-seq-length", "64"], "nanobeir_dataset_id": nanobeir[2:]}
+        refused = {"max_seq_length": ["--max-seq-length", "64"]}
     reads = fields_read(recipe, config_class, runs, capsys)
     for name, flags in refused.items():
         assert_refused(recipe, [*runs[0], *flags, "--output-dir", str(tmp_path / "refused")],

@@ -102,36 +102,22 @@ def test_sparse_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_pa
 
 @pytest.mark.slow
 def test_colbert_from_python(pretrained_encoder, world_dir, tmp_path):
-    from pylate import models
-    from sentence_transformers import SentenceTransformerTrainingArguments
+    """Trains, evaluates, and publishes a folder that sentence-transformers reloads to the same embeddings (PyLate
+    too: tests/test_pylate_compat.py)."""
+    from sentence_transformers import MultiVectorEncoder, MultiVectorEncoderTrainingArguments
 
     from ettin_ft.colbert import ColbertConfig, train_colbert
 
     config = ColbertConfig(model=str(pretrained_encoder), data=str(world_dir / "retrieval_train.jsonl"),
                            eval_beir=str(world_dir / "retrieval_eval"), document_length=96)
-    model = train_colbert(config, SentenceTransformerTrainingArguments(**common(tmp_path / "colbert", steps=25, lr=1e-3)))
+    model = train_colbert(config, MultiVectorEncoderTrainingArguments(**common(tmp_path / "colbert", steps=25, lr=1e-3)))
     check_run(tmp_path / "colbert")
-    reloaded = models.ColBERT(model_name_or_path=str(tmp_path / "colbert" / "final"), device="cpu")
-    for a, b in zip(model.encode(["Alice Rae Ingram"], is_query=False), reloaded.encode(["Alice Rae Ingram"], is_query=False)):
-        torch.testing.assert_close(torch.as_tensor(a), torch.as_tensor(b))
-
-
-@pytest.mark.slow
-def test_colbert_evaluation_in_corpus_chunks_matches_one_chunk(pretrained_encoder, world_dir, monkeypatch):
-    """Exact MaxSim over a large corpus goes chunk by chunk (memory); the metrics must not change."""
-    from pylate import models
-
-    from ettin_ft import evaluation
-    from ettin_ft.data.loading import load_beir
-
-    split = load_beir(str(world_dir / "retrieval_eval"))
-    model = models.ColBERT(model_name_or_path=str(pretrained_encoder), document_length=64, device="cpu")
-    whole = evaluation.retrieval_evaluator("colbert", split)
-    monkeypatch.setattr(evaluation, "COLBERT_SCORE_BUDGET", len(split.queries) * 32 * 256 * 7)
-    chunked = evaluation.retrieval_evaluator("colbert", split)
-    assert whole.corpus_chunk_size >= len(split.corpus) and chunked.corpus_chunk_size == 7
-    expected = evaluation.shared_metrics(whole(model), whole.primary_metric)
-    assert evaluation.shared_metrics(chunked(model), chunked.primary_metric) == pytest.approx(expected)
+    assert all(math.isfinite(loss) for loss in logged_losses(tmp_path / "colbert"))
+    reloaded = MultiVectorEncoder(str(tmp_path / "colbert" / "final"), device="cpu")
+    texts = ["Where was Alice Rae Ingram born?", "Alice Rae Ingram was born in Lisbon."]
+    for encode in ("encode_query", "encode_document"):
+        for a, b in zip(getattr(model, encode)(texts), getattr(reloaded, encode)(texts)):
+            torch.testing.assert_close(a, b)
 
 
 @pytest.mark.slow
@@ -168,12 +154,12 @@ def test_rerank_from_python_with_bm25_mining(pretrained_encoder, world_dir, nano
 
 def test_new_layers_start_from_the_seed(pretrained_encoder, world_dir, tmp_path, capsys):
     """ColBERT's projection is new: with the same --seed two runs start (and so evaluate "before") alike."""
-    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers import MultiVectorEncoderTrainingArguments
 
     from ettin_ft.colbert import ColbertConfig, train_colbert
 
     config = ColbertConfig(model=str(pretrained_encoder), data=str(world_dir / "retrieval_train.jsonl"))
-    built = [train_colbert(config, SentenceTransformerTrainingArguments(output_dir=str(tmp_path), seed=seed, use_cpu=True),
+    built = [train_colbert(config, MultiVectorEncoderTrainingArguments(output_dir=str(tmp_path), seed=seed, use_cpu=True),
                            dry_run=True)[1].linear.weight for seed in (3, 3, 4)]
     assert torch.equal(built[0], built[1]) and not torch.equal(built[0], built[2])
 
@@ -300,7 +286,7 @@ def test_the_hub_out_of_reach_is_one_line(offline, pretrained_encoder, world_dir
     training = ("--model", str(pretrained_encoder), "--data", str(world_dir / "retrieval_train.jsonl"), "--output-dir", out)
     cases = [
         (("rerank", "--model", "150m", "--output-dir", out), "jhu-clsp/ettin-encoder-150m"),
-        (("colbert", *training, "--eval-nanobeir", "scifact"), "cannot reach zeta-alpha-ai/NanoSciFact"),
+        (("colbert", *training, "--eval-nanobeir", "scifact"), "cannot reach sentence-transformers/NanoBEIR-en"),
         (("dense", *training, "--eval-nanobeir", "scifact"), "cannot reach sentence-transformers/NanoBEIR-en"),
         (("dense", "--model", str(pretrained_encoder), "--data", "sentence-transformers/all-nli", "--output-dir", out),
          "cannot load dataset 'sentence-transformers/all-nli'"),
@@ -323,7 +309,7 @@ def test_dry_run_prints_config_model_and_sample(pretrained_encoder, world_dir, t
 
 @pytest.mark.parametrize("name, module, config_class, arguments_class, learning_rate, flags", [
     ("dense", "dense", "DenseConfig", "SentenceTransformerTrainingArguments", 8e-5, []),
-    ("colbert", "colbert", "ColbertConfig", "SentenceTransformerTrainingArguments", 8e-5, []),
+    ("colbert", "colbert", "ColbertConfig", "MultiVectorEncoderTrainingArguments", 8e-5, []),
     ("sparse", "sparse", "SparseConfig", "SparseEncoderTrainingArguments", 2e-5, []),
     ("rerank", "rerank", "RerankConfig", "CrossEncoderTrainingArguments", 2e-5, []),
     ("sft", "sft", "SftRecipeConfig", "SFTConfig", 2e-5, []),

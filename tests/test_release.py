@@ -60,7 +60,7 @@ def test_no_dataclass_default_contradicts_its_yaml(recipe, yaml_name, config_cla
 
 @pytest.mark.parametrize("recipe, config_name, arguments", [
     ("dense", "DenseConfig", "sentence_transformers.SentenceTransformerTrainingArguments"),
-    ("colbert", "ColbertConfig", "sentence_transformers.SentenceTransformerTrainingArguments"),
+    ("colbert", "ColbertConfig", "sentence_transformers.MultiVectorEncoderTrainingArguments"),
     ("sparse", "SparseConfig", "sentence_transformers.sparse_encoder.SparseEncoderTrainingArguments"),
     ("rerank", "RerankConfig", "sentence_transformers.cross_encoder.CrossEncoderTrainingArguments"),
     ("classify", "ClassifyConfig", "transformers.TrainingArguments"),
