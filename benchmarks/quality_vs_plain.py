@@ -1,9 +1,8 @@
 """ettin-ft's defaults against the plain library scripts in recipes/: quality over seeds, every recipe.
 
 For each row, ``python -m ettin_ft.<recipe>`` (its defaults) and ``python recipes/<recipe>.py`` (the page of
-transformers / sentence-transformers / pylate / trl code a user would write) fine-tune the same pretrained model on
-the same data, held-out rows, steps, batch, learning rate and seed (the script's --seed made to reach
-sentence-transformers' batch sampler, as ettin-ft does, so its seeds differ). Reported: mean ± std over the seeds
+transformers / sentence-transformers / trl code a user would write) fine-tune the same pretrained model on
+the same data, held-out rows, steps, batch, learning rate and seed. Reported: mean ± std over the seeds
 of each side, and ettin-ft minus plain with its standard error; a row where ettin-ft is worse by more than two
 standard errors is marked LOSES.
 
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from classify_quality import pretrain
 from ettin_ft.seeds import mean_std, parse_seeds
-from worker import SHARED, plain_recipe, report, run, run_worker
+from worker import RECIPES_DIR, SHARED, report, run, run_worker
 
 EVAL_SETS = ("scifact", "cranfield")
 
@@ -127,28 +126,9 @@ def commands(row: Row, model: str, seed: int, work: Path) -> dict[str, list[str]
         "ettin-ft": [sys.executable, "-m", f"ettin_ft.{row.recipe}", *shared, "--per-device-train-batch-size",
                      str(row.batch), "--output-dir", str(row.folder(work, "ettin-ft", seed)), "--save-strategy", "no", "--report-to",
                      "none", "--disable-tqdm", "true", "--precision", "fp32", *row.ettin_flags],
-        "plain": [sys.executable, __file__, "--plain", row.recipe, "--", *shared, "--batch-size", str(row.batch),
+        "plain": [sys.executable, str(Path(RECIPES_DIR) / f"{row.recipe}.py"), *shared, "--batch-size", str(row.batch),
                   "--output-dir", str(row.folder(work, "plain", seed)), *row.plain_flags],
     }
-
-
-def plain_with_seeded_batches(recipe: str, argv: list[str]) -> None:
-    """recipes/<recipe>.py (worker side) with one fix: its --seed reaches the batch sampler. sentence-transformers
-    5.3.0 ignores it there, so the script's seeds would all train on seed 0's batches and the plain side would have
-    no spread (ettin-ft applies the same fix, ettin_ft.compat.seed_batch_sampler; transformers' and trl's trainers,
-    classify and SFT, need none)."""
-    from ettin_ft.compat import seed_batch_sampler
-
-    script = plain_recipe(recipe)
-    build_trainer = script.build_trainer
-
-    def seeded_trainer(args):
-        trainer = build_trainer(args)
-        seed_batch_sampler(trainer)
-        return trainer
-
-    script.build_trainer = seeded_trainer
-    script.main(argv)
 
 
 def held_out_value(metrics: dict, metric: str) -> float:
@@ -165,14 +145,10 @@ def evaluate(recipe: str, model_dir: str, eval_set: str) -> float:
     from ettin_ft.data.loading import load_beir
     from ettin_ft.evaluation import retrieval_evaluator, shared_metrics
 
-    if recipe == "colbert":
-        from pylate.models import ColBERT
+    from sentence_transformers import CrossEncoder, MultiVectorEncoder, SentenceTransformer, SparseEncoder
 
-        model = ColBERT(model_name_or_path=model_dir, device="cpu")
-    else:
-        from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncoder
-
-        model = {"dense": SentenceTransformer, "sparse": SparseEncoder, "rerank": CrossEncoder}[recipe](model_dir, device="cpu")
+    model = {"dense": SentenceTransformer, "sparse": SparseEncoder, "rerank": CrossEncoder,
+             "colbert": MultiVectorEncoder}[recipe](model_dir, device="cpu")
     evaluator = retrieval_evaluator(recipe, load_beir(str(SHARED / "retrieval_eval" / eval_set)))
     return shared_metrics(evaluator(model), evaluator.primary_metric)["ndcg@10"]
 
@@ -220,16 +196,11 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     parser.add_argument("--evaluate", help=argparse.SUPPRESS)  # internal: one retrieval evaluation
-    parser.add_argument("--plain", help=argparse.SUPPRESS)  # internal: one plain-script run, its arguments after --
-    parser.add_argument("plain_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--eval-set", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.evaluate:
         report(evaluate(args.evaluate, args.model_dir, args.eval_set))
-        return
-    if args.plain:
-        plain_with_seeded_batches(args.plain, args.plain_args[args.plain_args[:1] == ["--"]:])
         return
     if not args.work_dir:
         parser.error("the following arguments are required: --work-dir")

@@ -5,8 +5,8 @@
    ../shared/data/retrieval_pairs (PubMedQA by default), evaluating on SciFact before and after (the
    recipe's --eval-beir), then the same untrained and trained models on Cranfield; NDCG@10 beside BM25
    (the reranker reranks the BM25 top 100).
-3. Time training alone: ``python -m ettin_ft.<recipe>`` (no evaluation) and the plain sentence-transformers /
-   pylate script a user would write, with the same model, loss, data and arguments, each in its own
+3. Time training alone: ``python -m ettin_ft.<recipe>`` (no evaluation) and the plain sentence-transformers
+   script a user would write, with the same model, loss, data and arguments, each in its own
    subprocess, alternating, ``--timing-repeats`` times; compare mean training samples/s.
 
     python benchmarks/recipes_quality.py --work-dir runs/recipes-quality --max-seq-length 128
@@ -37,7 +37,7 @@ RECIPES = {  # recipe → (batch, learning rate, training steps, extra flags)
 
 
 def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
-    """The library script a sentence-transformers / pylate user would write (recipes/<recipe>.py); returns train
+    """The library script a sentence-transformers user would write (recipes/<recipe>.py); returns train
     samples/s."""
     batch, lr, _, _ = RECIPES[recipe]
     script = plain_recipe(recipe)
@@ -73,13 +73,9 @@ def evaluate(recipe: str, model_dir: str, eval_set: str, max_seq_length: int, tr
         module = importlib.import_module(f"ettin_ft.{recipe}")
         config_class = {"dense": "DenseConfig", "sparse": "SparseConfig", "colbert": "ColbertConfig"}[recipe]
         if trained:
-            from pylate import models as pylate_models
-            from sentence_transformers import SentenceTransformer
-            from sentence_transformers.sparse_encoder import SparseEncoder
+            from sentence_transformers import MultiVectorEncoder, SentenceTransformer, SparseEncoder
 
-            loader = {"dense": SentenceTransformer, "sparse": SparseEncoder,
-                      "colbert": lambda path: pylate_models.ColBERT(model_name_or_path=path)}[recipe]
-            model = loader(model_dir)
+            model = {"dense": SentenceTransformer, "sparse": SparseEncoder, "colbert": MultiVectorEncoder}[recipe](model_dir)
         else:
             model = module.build_model(getattr(module, config_class)(model=model_dir, max_seq_length=max_seq_length,
                                                                      **({"document_length": 180} if recipe == "colbert" else {})),

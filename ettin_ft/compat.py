@@ -40,22 +40,6 @@ def route_fused_loss_through_prediction_head(trainer) -> None:
     model.forward = forward
 
 
-# sentence-transformers 5.3.0 (SentenceTransformerTrainer and the sparse and cross-encoder trainers built on it).
-def seed_batch_sampler(trainer) -> None:
-    """Let --seed choose the batches: the trainer builds a Dataset's batch sampler without the run's seed, and the
-    sampler then reseeds its generator with its default of 0, so every seed trained on the same batches."""
-    if not hasattr(trainer, "get_batch_sampler"):  # transformers' and trl's trainers seed their samplers
-        return
-    build = trainer.get_batch_sampler
-
-    @functools.wraps(build)
-    def get_batch_sampler(*args, **kwargs):
-        kwargs["seed"] = trainer.args.seed if kwargs.get("seed", 0) == 0 else kwargs["seed"]
-        return build(*args, **kwargs)
-
-    trainer.get_batch_sampler = get_batch_sampler
-
-
 # sentence-transformers 6.2–6.3 (MultiVectorEncoderTrainingArguments.max_length) × transformers' HfArgumentParser.
 def parsable_field(field):
     """``field``, or a copy that HfArgumentParser can turn into a flag: the parser takes one type per flag (plus

@@ -19,7 +19,6 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from unittest import mock
 
 from .cards import write_model_cards
 from .config import dump_yaml, parse_config, plain, refuse_inapplicable, shipped_config, to_dict
@@ -233,17 +232,6 @@ def beir_split(config: RetrievalConfig):
     return load_beir(config.eval_beir, config.eval_beir_split) if config.eval_beir else None
 
 
-@contextlib.contextmanager
-def keeping_cpu_processes(args):
-    """Build a sentence-transformers sparse or cross-encoder trainer inside this: they build default
-    TrainingArguments for the model card, and every TrainingArguments sets accelerate's shared process state up
-    again; on CPU processes (torchrun over gloo) a default one sets it up as a single process, so each rank would
-    train alone and every rank would write. ACCELERATE_USE_CPU (what ``accelerate launch --cpu`` sets) keeps the
-    CPU process group."""
-    with mock.patch.dict(os.environ, {"ACCELERATE_USE_CPU": "true"} if args.use_cpu else {}):
-        yield
-
-
 def is_main_process() -> bool:
     """True in the one process that writes (the only one without torchrun/accelerate launch)."""
     from accelerate import PartialState
@@ -379,9 +367,6 @@ def train_and_save(trainer, config, args, measure, save=None, extra=None) -> Non
     ``save()`` publishes the model (default: the trainer's model as DIR/final); ``extra()`` adds entries to
     metrics.json.
     """
-    from .compat import seed_batch_sampler
-
-    seed_batch_sampler(trainer)
     skip_last_checkpoint(trainer)
     with output_folder(args.output_dir):
         before = measure()

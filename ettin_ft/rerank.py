@@ -24,7 +24,7 @@ from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import BM25
 from .models import load_through_library
-from .recipe import (RetrievalConfig, column_mapping, evaluators_for, keeping_cpu_processes, load_training_data,
+from .recipe import (RetrievalConfig, column_mapping, evaluators_for, load_training_data,
                      locate_model, model_kwargs, parse_recipe, prepare_run, print_dry_run, release_recipe,
                      release_settings, run_evaluators, split_held_out, train_and_save)
 
@@ -109,8 +109,7 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
         return model
 
     loss = losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
-    with keeping_cpu_processes(args):
-        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
     train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
     return model
 

@@ -19,7 +19,7 @@ from transformers import set_seed
 
 from .errors import cli_entry
 from .models import load_through_library
-from .recipe import (RetrievalConfig, evaluators_for, keeping_cpu_processes, load_training_data, locate_model,
+from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model,
                      model_kwargs, parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings,
                      run_evaluators, split_held_out, train_and_save)
 
@@ -60,8 +60,7 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     loss = losses.SpladeLoss(model, losses.SparseMultipleNegativesRankingLoss(model),
                              query_regularizer_weight=config.query_regularizer_weight,
                              document_regularizer_weight=config.document_regularizer_weight)
-    with keeping_cpu_processes(args):
-        trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
     train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
     return model
 

@@ -12,9 +12,9 @@ import os
 
 import torch
 from datasets import load_dataset
-from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments,
-                                   losses, models)
-from sentence_transformers.evaluation import InformationRetrievalEvaluator
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.sentence_transformer import losses, modules
+from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 from transformers import set_seed
 
 
@@ -45,8 +45,8 @@ def build_trainer(args) -> SentenceTransformerTrainer:
         pairs, held_out = split["train"], split["test"]
 
     # 2. Model: the encoder's token embeddings, mean-pooled
-    transformer = models.Transformer(args.model, max_seq_length=args.max_seq_length)
-    model = SentenceTransformer(modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), "mean")])
+    transformer = modules.Transformer(args.model, max_seq_length=args.max_seq_length)
+    model = SentenceTransformer(modules=[transformer, modules.Pooling(transformer.get_embedding_dimension(), "mean")])
 
     # 3. Loss: in-batch negatives, computed in mini-batches so large batches fit in memory
     loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=16)

@@ -12,8 +12,10 @@ import os
 
 import torch
 from datasets import load_dataset
+from sentence_transformers.base.modules import Transformer
 from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTrainer, SparseEncoderTrainingArguments,
-                                                  losses, models)
+                                                  losses)
+from sentence_transformers.sparse_encoder.modules import SpladePooling
 from sentence_transformers.sparse_encoder.evaluation import SparseInformationRetrievalEvaluator
 from transformers import set_seed
 
@@ -45,8 +47,8 @@ def build_trainer(args) -> SparseEncoderTrainer:
         pairs, held_out = split["train"], split["test"]
 
     # 2. Model: the encoder's MLM head gives a weight per vocabulary entry; SPLADE max-pools them over the tokens
-    model = SparseEncoder(modules=[models.MLMTransformer(args.model, max_seq_length=args.max_seq_length),
-                                   models.SpladePooling("max")])
+    model = SparseEncoder(modules=[Transformer(args.model, transformer_task="fill-mask", max_seq_length=args.max_seq_length),
+                                   SpladePooling("max")])
 
     # 3. Loss: in-batch negatives plus FLOPS regularisers that keep the vectors sparse
     loss = losses.SpladeLoss(model, losses.SparseMultipleNegativesRankingLoss(model),

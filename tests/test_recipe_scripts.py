@@ -53,61 +53,63 @@ def test_workflow_scripts_on_the_public_api(world100_dir, tmp_path, monkeypatch)
 
 
 def script_and_recipe_losses(name: str, model, data, tmp_path, capsys, script_args=(), recipe_args=(),
-                             length=("--max-seq-length", "64")):
+                             length=("--max-seq-length", "64"), seed: int = 0):
     """Train recipes/<name>.py and `python -m ettin_ft.<name>` alike (same model, data, held-out rows, steps,
     batch, learning rate and seed): the logged training losses and held-out metrics of each."""
     shared = ["--model", str(model), "--data", str(data), "--max-steps", "6", "--learning-rate", "5e-4", *length,
-              "--held-out", "10", "--seed", "0"]
+              "--held-out", "10", "--seed", str(seed)]
     script = runpy.run_path(str(RECIPES / f"{name}.py"))
+    runs = tmp_path / f"seed{seed}"
     trainer = script["main"]([*shared, "--batch-size", "8", "--logging-steps", "1", "--output-dir",
-                              str(tmp_path / "script"), *script_args])
+                              str(runs / "script"), *script_args])
     status, err, _ = run_cli_main(name, capsys, *shared, "--per-device-train-batch-size", "8", "--logging-steps", "1",
-                                  "--warmup-steps", "0", "--save-strategy", "no", "--output-dir", str(tmp_path / "recipe"),
+                                  "--warmup-steps", "0", "--save-strategy", "no", "--output-dir", str(runs / "recipe"),
                                   *recipe_args)
     assert status == 0, err[-5:]
-    recipe_log = [json.loads(line) for line in (tmp_path / "recipe" / "log_history.jsonl").read_text().splitlines()]
+    recipe_log = [json.loads(line) for line in (runs / "recipe" / "log_history.jsonl").read_text().splitlines()]
     losses = ([r["loss"] for r in trainer.state.log_history if "loss" in r], [r["loss"] for r in recipe_log if "loss" in r])
-    metrics = (json.loads((tmp_path / "script" / "metrics.json").read_text()),
-               json.loads((tmp_path / "recipe" / "metrics.json").read_text()))
+    metrics = (json.loads((runs / "script" / "metrics.json").read_text()),
+               json.loads((runs / "recipe" / "metrics.json").read_text()))
     return losses, metrics
+
+
+def seeds_train_alike(name: str, model, data, tmp_path, capsys, metric: str, **options) -> None:
+    """Seeds 0 and 1: at each, the script's losses and held-out ``metric`` equal its recipe's; and the seed changes
+    the losses (the batch order, and any new layer's start) on both sides."""
+    losses = []
+    for seed in (0, 1):
+        (script, recipe), (script_metrics, recipe_metrics) = script_and_recipe_losses(name, model, data, tmp_path, capsys,
+                                                                                      seed=seed, **options)
+        assert len(script) == len(recipe) == 6 and script == pytest.approx(recipe, rel=1e-4), (seed, script, recipe)
+        for stage in ("before", "after"):
+            assert script_metrics[stage][metric] == pytest.approx(recipe_metrics[stage]["held_out_ndcg@10"]), (seed, stage)
+        losses.append(script)
+    assert losses[0] != pytest.approx(losses[1], rel=1e-4), losses
 
 
 @pytest.mark.slow
 def test_the_dense_script_trains_like_its_recipe(tiny_encoder_dir, world100_dir, tmp_path, capsys):
-    (script, recipe), (script_metrics, recipe_metrics) = script_and_recipe_losses(
-        "dense", tiny_encoder_dir, world100_dir / "retrieval_train.jsonl", tmp_path, capsys,
-        recipe_args=["--mini-batch-size", "16"])
-    assert len(script) == len(recipe) == 6 and script == pytest.approx(recipe, rel=1e-4), (script, recipe)
-    for stage in ("before", "after"):
-        assert script_metrics[stage]["eval_held_out_cosine_ndcg@10"] == pytest.approx(recipe_metrics[stage]["held_out_ndcg@10"])
+    seeds_train_alike("dense", tiny_encoder_dir, world100_dir / "retrieval_train.jsonl", tmp_path, capsys,
+                      "eval_held_out_cosine_ndcg@10", recipe_args=["--mini-batch-size", "16"])
 
 
 @pytest.mark.slow
 def test_the_sparse_script_trains_like_its_recipe(tiny_encoder_dir, world100_dir, tmp_path, capsys):
-    (script, recipe), (script_metrics, recipe_metrics) = script_and_recipe_losses(
-        "sparse", tiny_encoder_dir, world100_dir / "retrieval_train.jsonl", tmp_path, capsys)
-    assert len(script) == len(recipe) == 6 and script == pytest.approx(recipe, rel=1e-4), (script, recipe)
-    for stage in ("before", "after"):
-        assert script_metrics[stage]["eval_held_out_dot_ndcg@10"] == pytest.approx(recipe_metrics[stage]["held_out_ndcg@10"])
+    seeds_train_alike("sparse", tiny_encoder_dir, world100_dir / "retrieval_train.jsonl", tmp_path, capsys,
+                      "eval_held_out_dot_ndcg@10")
 
 
 @pytest.mark.slow
 def test_the_colbert_script_trains_like_its_recipe(tiny_encoder_dir, world100_dir, tmp_path, capsys):
-    (script, recipe), (script_metrics, recipe_metrics) = script_and_recipe_losses(
-        "colbert", tiny_encoder_dir, world100_dir / "retrieval_train.jsonl", tmp_path, capsys,
-        length=("--document-length", "64"))
-    assert len(script) == len(recipe) == 6 and script == pytest.approx(recipe, rel=1e-4), (script, recipe)
-    for stage in ("before", "after"):
-        assert script_metrics[stage]["eval_held_out_MaxSim_ndcg@10"] == pytest.approx(recipe_metrics[stage]["held_out_ndcg@10"])
+    seeds_train_alike("colbert", tiny_encoder_dir, world100_dir / "retrieval_train.jsonl", tmp_path, capsys,
+                      "eval_held_out_maxsim_ndcg@10", length=("--document-length", "64"))
 
 
 @pytest.mark.slow
 def test_the_rerank_script_trains_like_its_recipe(tiny_encoder_dir, world100_dir, tmp_path, capsys):
-    (script, recipe), (script_metrics, recipe_metrics) = script_and_recipe_losses(
-        "rerank", tiny_encoder_dir, world100_dir / "rerank_train.jsonl", tmp_path, capsys)
-    assert len(script) == len(recipe) == 6 and script == pytest.approx(recipe, rel=1e-4), (script, recipe)
-    for stage in ("before", "after"):  # the recipe reranks the BM25 top 100: all ten held-out passages
-        assert script_metrics[stage]["eval_held_out_ndcg@10"] == pytest.approx(recipe_metrics[stage]["held_out_ndcg@10"])
+    # the recipe reranks the BM25 top 100: all ten held-out passages
+    seeds_train_alike("rerank", tiny_encoder_dir, world100_dir / "rerank_train.jsonl", tmp_path, capsys,
+                      "eval_held_out_ndcg@10")
 
 
 @pytest.mark.slow
