@@ -94,7 +94,11 @@ def distillation_data(config: ColbertConfig):
 
 
 def train_colbert(config: ColbertConfig, args: MultiVectorEncoderTrainingArguments, runtime=None, dry_run=False):
-    """Train a ColBERT model as ``config`` says; returns the trained MultiVectorEncoder."""
+    """Train a ColBERT model as ``config`` says; returns the trained MultiVectorEncoder. ``args`` may also be the
+    SentenceTransformerTrainingArguments that ettin-ft took before sentence-transformers 6 trained ColBERTs."""
+    if not isinstance(args, MultiVectorEncoderTrainingArguments):
+        args = MultiVectorEncoderTrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(args)
+                                                      if f.init})
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate_model(config, "colbert")

@@ -55,7 +55,10 @@ def training_prompts(model, columns: list[str]) -> dict[str, str]:
     """The prompt of each training column's task, as the trainer's ``prompts`` wants them: the collator adds the
     columns' prompts (here the [Q]/[D] prefixes) only when they are given by column name, and the losses take the
     first column as the queries and the others as documents."""
-    tasks = {column: "query" if number == 0 else "document" for number, column in enumerate(columns)}
+    from sentence_transformers.util.dataset import DEFAULT_LABEL_COLUMNS
+
+    texts = [column for column in columns if column not in DEFAULT_LABEL_COLUMNS]  # the collator takes these as labels
+    tasks = {column: "query" if number == 0 else "document" for number, column in enumerate(texts)}
     return {column: model.prompts[task] for column, task in tasks.items() if model.prompts.get(task)}
 
 

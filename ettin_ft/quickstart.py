@@ -118,12 +118,12 @@ class Quickstart:
                                        batch_sampler="no_duplicates"))
 
     def colbert(self, stage: str) -> None:
-        from sentence_transformers import SentenceTransformerTrainingArguments
+        from sentence_transformers import MultiVectorEncoderTrainingArguments
 
         from .colbert import ColbertConfig, train_colbert
 
         train_colbert(ColbertConfig(model=self.model_of("pretrain-encoder"), document_length=96, **self.retrieval_data()),
-                      self.training_args(SentenceTransformerTrainingArguments, stage, 25, 1e-3, 16))
+                      self.training_args(MultiVectorEncoderTrainingArguments, stage, 25, 1e-3, 16))
 
     def sparse(self, stage: str) -> None:
         from sentence_transformers.sparse_encoder import SparseEncoderTrainingArguments

@@ -381,7 +381,7 @@ def train_and_save(trainer, config, args, measure, save=None, extra=None) -> Non
 def print_dry_run(config, training_args, model, train_dataset) -> None:
     print(dump_yaml({**to_dict(config), "training_arguments": {
         k: getattr(training_args, k) for k in ("output_dir", "learning_rate", "per_device_train_batch_size",
-                                               "num_train_epochs", "max_steps", "warmup_ratio", "bf16")}}), end="")
+                                               "num_train_epochs", "max_steps", "warmup_steps", "bf16")}}), end="")
     parameters = sum(p.numel() for p in model.parameters())
     print(f"model: {type(model).__name__}, {parameters / 1e6:.1f}M parameters\n{model}")
     print(f"data: {len(train_dataset)} rows, columns {train_dataset.column_names}")

@@ -72,6 +72,8 @@ def test_training_batches_carry_the_prefix_tokens_that_encoding_adds():
     model = MultiVectorEncoder(str(FIXTURE / "model"), device="cpu")
     prompts = training_prompts(model, ["query", "positive", "negative"])
     assert prompts == {"query": "[Q] ", "positive": "[D] ", "negative": "[D] "}
+    assert training_prompts(model, ["query", "document_1", "document_2", "scores"]) == {
+        "query": "[Q] ", "document_1": "[D] ", "document_2": "[D] "}  # distillation rows: scores are the labels
     collator = MultiVectorEncoderDataCollator(preprocess_fn=model.preprocess, prompts=prompts)
     row = {"query": TEXTS["queries"][0], "positive": TEXTS["documents"][0], "negative": TEXTS["documents"][1]}
     batch = collator([row])
