@@ -54,3 +54,21 @@ def parsable_field(field):
 
 def int_or_json(value: str):
     return json.loads(value) if value.lstrip().startswith("{") else int(value)
+
+
+# sentence-transformers 6.2–6.3 (MultiVectorEncoderTrainer under DDP: torchrun, accelerate launch).
+def expose_similarity_to_wrapped_losses(trainer) -> None:
+    """Let the multi-vector losses score through a DDP-wrapped model. The trainer hands the wrapped model to the loss
+    and binds onto the wrapper only the model methods other losses call (preprocess, get_embedding_dimension); the
+    ColBERT losses call ``model.similarity`` / ``similarity_pairwise``, which the wrapper lacks, so every rank of a
+    multi-process ColBERT run failed with AttributeError at its first step."""
+    override = trainer.override_model_in_loss
+
+    @functools.wraps(override)
+    def override_model_in_loss(loss, model):
+        for name in ("similarity", "similarity_pairwise"):
+            if not hasattr(model, name) and hasattr(trainer.model, name):
+                setattr(model, name, getattr(trainer.model, name))
+        return override(loss, model)
+
+    trainer.override_model_in_loss = override_model_in_loss
