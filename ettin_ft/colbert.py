@@ -30,7 +30,7 @@ from .errors import EttinError, cli_entry
 from .models import load_through_library
 from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
                      prepare_run, print_dry_run, publish_trained, release_recipe, release_settings, run_evaluators,
-                     split_held_out, train_and_save)
+                     split_held_out, train_and_save, transformer_kwargs)
 
 DEFAULTS, (KD_DATA, _, _) = release_settings("colbert")
 
@@ -54,22 +54,22 @@ class ColbertConfig(RetrievalConfig):
 
 
 def build_colbert(config: ColbertConfig, runtime, located=None) -> MultiVectorEncoder:
-    """A ColBERT folder (PyLate's or sentence-transformers' layout) with --query-length and --document-length, or a
-    new ColBERT on an encoder."""
+    """A ColBERT folder (PyLate's or sentence-transformers' layout), or a new ColBERT on an encoder; either way with
+    --query-length and --document-length."""
     ref = (located or locate_model(config, "colbert")).ref
-    kwargs = model_kwargs(runtime)
-    if kwargs["attn_implementation"] == "flash_attention_2":
+    if runtime.attn_implementation == "flash_attention_2":
         # flash attention drops masked positions, and ColBERT's query expansion tokens are masked from attention
         # (sentence-transformers refuses the pair): sdpa keeps the model's semantics
         if config.attn_implementation != "auto":
             raise EttinError("--attn-implementation flash_attention_2 does not apply to ColBERT: its query expansion "
                              "tokens are masked from attention, which flash attention drops; use sdpa")
-        kwargs["attn_implementation"] = "sdpa"
-    if not is_multi_vector_model(ref):  # a bare encoder: PyLate's ColBERT modules on it
-        return load_through_library(ref, lambda: new_colbert(ref, str(runtime.device), kwargs, config.query_length,
-                                                             config.document_length), lambda built: built[0].auto_model)
-    model = load_through_library(ref, lambda: MultiVectorEncoder(ref.path, revision=ref.revision, device=str(runtime.device),
-                                                                 model_kwargs=kwargs), lambda built: built[0].auto_model)
+        runtime = dataclasses.replace(runtime, attn_implementation="sdpa")
+    if is_multi_vector_model(ref):
+        build = lambda: MultiVectorEncoder(ref.path, revision=ref.revision, device=str(runtime.device),  # noqa: E731
+                                           model_kwargs=model_kwargs(runtime))
+    else:  # a bare encoder: PyLate's ColBERT modules on it
+        build = lambda: new_colbert(ref, str(runtime.device), transformer_kwargs(ref, runtime))  # noqa: E731
+    model = load_through_library(ref, build, lambda built: built[0].auto_model)
     set_lengths(model, config.query_length, config.document_length)
     return model
 

@@ -27,18 +27,15 @@ def is_multi_vector_model(ref) -> bool:
     return load_file_path(ref.path, "modules.json", revision=ref.revision) is not None
 
 
-def new_colbert(ref, device: str, model_kwargs: dict, query_length: int, document_length: int):
+def new_colbert(ref, device: str, transformer_kwargs: dict):
     """A ColBERT on the encoder ``ref`` as PyLate 1.6 builds one: [Q]/[D] added to the vocabulary, queries padded to
-    their length with mask tokens the encoder does not attend to, a new bias-free projection to 128 dimensions,
-    punctuation left out of documents, L2-normalised token vectors."""
+    their length (``set_lengths``; PyLate's 32 until then) with mask tokens the encoder does not attend to, a new
+    bias-free projection to 128 dimensions, punctuation left out of documents, L2-normalised token vectors."""
     from sentence_transformers import MultiVectorEncoder
     from sentence_transformers.base.modules import Dense, Normalize, Transformer
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
 
-    revision = {"revision": ref.revision}
-    transformer = Transformer(ref.path, model_kwargs={**model_kwargs, **revision}, processor_kwargs=revision,
-                              config_kwargs=revision, document_length=document_length,
-                              query_expansion={"strategy": "fixed", "length": query_length})
+    transformer = Transformer(ref.path, **transformer_kwargs, query_expansion={"strategy": "fixed", "length": 32})
     tokenizer, backbone = transformer.tokenizer, transformer.auto_model
     # PyLate's order: the embeddings fitted to the tokenizer first, then grown by the two prefix tokens
     backbone.resize_token_embeddings(len(tokenizer))

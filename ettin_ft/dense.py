@@ -20,9 +20,9 @@ from transformers import set_seed
 
 from .errors import cli_entry
 from .models import load_through_library
-from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
+from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, parse_recipe,
                      prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out,
-                     train_and_save)
+                     train_and_save, transformer_kwargs)
 
 DEFAULTS, RELEASE_DATA = release_settings("dense")
 
@@ -44,10 +44,8 @@ def locate_base(config: DenseConfig):
 def build_embedder(config: DenseConfig, runtime, located=None) -> SentenceTransformer:
     located = located or locate_base(config)
     ref = located.ref
-    revision = {"revision": ref.revision}
     transformer = load_through_library(ref, lambda: modules.Transformer(
-        ref.path, max_seq_length=config.max_seq_length, model_kwargs={**model_kwargs(runtime), **revision},
-        processor_kwargs=revision, config_kwargs=revision), lambda built: built.auto_model)
+        ref.path, max_seq_length=config.max_seq_length, **transformer_kwargs(ref, runtime)), lambda built: built.auto_model)
     pooling = "mean" if config.pooling == "auto" else config.pooling
     return SentenceTransformer(modules=[transformer, modules.Pooling(transformer.get_embedding_dimension(), pooling)],
                                device=str(runtime.device))

@@ -199,6 +199,13 @@ def model_kwargs(runtime) -> dict[str, Any]:
     return {"attn_implementation": runtime.attn_implementation}
 
 
+def transformer_kwargs(ref, runtime) -> dict[str, Any]:
+    """A sentence-transformers Transformer module's arguments for ``ref``: one revision for its model, tokenizer and
+    config, and the run's attention kernel."""
+    revision = {"revision": ref.revision}
+    return {"model_kwargs": {**model_kwargs(runtime), **revision}, "processor_kwargs": revision, "config_kwargs": revision}
+
+
 def evaluators_for(kind: str, config: RetrievalConfig, held_out=None) -> dict:
     """The retrieval evaluators of a run, by the prefix their metrics are reported under: the held-out rows as a
     retrieval task ("held_out_"), --eval-beir (no prefix) and --eval-nanobeir ("nanobeir_")."""

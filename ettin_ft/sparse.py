@@ -19,9 +19,9 @@ from transformers import set_seed
 
 from .errors import cli_entry
 from .models import load_through_library
-from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model,
-                     model_kwargs, parse_recipe, prepare_run, print_dry_run, release_recipe, release_settings,
-                     run_evaluators, split_held_out, train_and_save)
+from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, parse_recipe, prepare_run,
+                     print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out, train_and_save,
+                     transformer_kwargs)
 
 DEFAULTS, RELEASE_DATA = release_settings("sparse")
 
@@ -37,10 +37,8 @@ class SparseConfig(RetrievalConfig):
 
 def build_splade(config: SparseConfig, runtime, located=None) -> SparseEncoder:
     ref = (located or locate_model(config, "sparse")).ref
-    revision = {"revision": ref.revision}
     mlm = load_through_library(ref, lambda: Transformer(
-        ref.path, transformer_task="fill-mask", max_seq_length=config.max_seq_length,
-        model_kwargs={**model_kwargs(runtime), **revision}, processor_kwargs=revision, config_kwargs=revision),
+        ref.path, transformer_task="fill-mask", max_seq_length=config.max_seq_length, **transformer_kwargs(ref, runtime)),
         lambda built: built.auto_model)
     return SparseEncoder(modules=[mlm, SpladePooling("max")], device=str(runtime.device))
 
