@@ -24,7 +24,7 @@ from transformers import set_seed
 
 from .colbert_format import (KD_WAYS, as_pylate_layout, is_multi_vector_model, min_max_kd_scores, new_colbert, set_lengths,
                              training_prompts)
-from .compat import expose_similarity_to_wrapped_losses
+from .compat import expose_similarity_to_wrapped_losses, save_from_the_writing_process_only
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .models import load_through_library
@@ -124,6 +124,7 @@ def train_colbert(config: ColbertConfig, args: MultiVectorEncoderTrainingArgumen
         return model
     args = dataclasses.replace(args, prompts=training_prompts(model, list(train[0])))
     trainer = MultiVectorEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    save_from_the_writing_process_only(trainer)
     expose_similarity_to_wrapped_losses(trainer)
     train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators),
                    save=lambda: publish_trained(trainer, finish=lambda folder: as_pylate_layout(model, folder)))

@@ -72,3 +72,20 @@ def expose_similarity_to_wrapped_losses(trainer) -> None:
         return override(loss, model)
 
     trainer.override_model_in_loss = override_model_in_loss
+
+
+# sentence-transformers 6.2–6.3 × transformers 5.x, whose Trainer.save_model calls ``_save`` on every process and
+# checks ``should_save`` inside its own ``_save``.
+def save_from_the_writing_process_only(trainer) -> None:
+    """Let only the writing process save. sentence-transformers' trainers override ``_save`` on the assumption that
+    only process zero reaches it, so under torchrun every process wrote the same files at once: a published
+    final/ or a checkpoint could hold one process's JSON spliced into another's. (A sharded model's weights are
+    gathered before ``_save``, so the other processes have nothing left to do there.)"""
+    save = trainer._save
+
+    @functools.wraps(save)
+    def _save(output_dir=None, state_dict=None):
+        if trainer.args.should_save:
+            save(output_dir, state_dict=state_dict)
+
+    trainer._save = _save

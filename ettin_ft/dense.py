@@ -18,6 +18,7 @@ from sentence_transformers.base.evaluation import SequentialEvaluator
 from sentence_transformers.sentence_transformer import losses, modules
 from transformers import set_seed
 
+from .compat import save_from_the_writing_process_only
 from .errors import cli_entry
 from .models import load_through_library
 from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, parse_recipe,
@@ -68,6 +69,7 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
         loss = losses.MatryoshkaLoss(model, loss, [int(d) for d in config.matryoshka_dims.split(",")])
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
                                          evaluator=SequentialEvaluator(list(evaluators.values())) if evaluators else None)
+    save_from_the_writing_process_only(trainer)
     train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
     return model
 

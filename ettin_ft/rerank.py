@@ -20,6 +20,7 @@ from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrain
                                                  losses)
 from transformers import set_seed
 
+from .compat import save_from_the_writing_process_only
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import BM25
@@ -110,6 +111,7 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
 
     loss = losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    save_from_the_writing_process_only(trainer)
     train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
     return model
 

@@ -17,6 +17,7 @@ from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTr
 from sentence_transformers.sparse_encoder.modules import SpladePooling
 from transformers import set_seed
 
+from .compat import save_from_the_writing_process_only
 from .errors import cli_entry
 from .models import load_through_library
 from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, parse_recipe, prepare_run,
@@ -59,6 +60,7 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
                              query_regularizer_weight=config.query_regularizer_weight,
                              document_regularizer_weight=config.document_regularizer_weight)
     trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    save_from_the_writing_process_only(trainer)
     train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
     return model
 

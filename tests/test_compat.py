@@ -32,3 +32,27 @@ def test_the_parsable_field_leaves_ordinary_unions_alone():
     plain, with_text, mixed = dataclasses.fields(Fields)
     assert parsable_field(plain) is plain and parsable_field(with_text) is with_text
     assert parsable_field(mixed).type is int_or_json and mixed.type != int_or_json  # a copy; the class is unchanged
+
+
+def test_sentence_transformers_trainers_save_on_every_process_unless_told(tiny_encoder_dir, tmp_path, monkeypatch):
+    from datasets import Dataset
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments)
+
+    from ettin_ft.compat import save_from_the_writing_process_only
+
+    # A process that must not write, as every process but the first under torchrun.
+    monkeypatch.setattr(SentenceTransformerTrainingArguments, "should_save", property(lambda self: False))
+    model = SentenceTransformer(str(tiny_encoder_dir), device="cpu")
+    rows = Dataset.from_dict({"anchor": ["a"], "positive": ["b"]})
+
+    def trainer():
+        args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "run"), report_to=[])
+        return SentenceTransformerTrainer(model=model, args=args, train_dataset=rows)
+
+    trainer().save_model(str(tmp_path / "upstream"))
+    assert (tmp_path / "upstream" / "modules.json").exists()  # upstream still writes here: the work-around stays
+    patched = trainer()
+    save_from_the_writing_process_only(patched)
+    patched.save_model(str(tmp_path / "patched"))
+    assert not (tmp_path / "patched").exists()
