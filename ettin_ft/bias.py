@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import parse_config
+from .data.text import text_lines
 from .errors import EttinError, cli_entry
 from .folders import write_probe_results
 from .models import load_model, load_tokenizer, locate_model
@@ -81,18 +82,18 @@ def load_winogender(folder: str) -> tuple[list[Item], dict[str, float]]:
     missing = [name for name in FILES if not os.path.isfile(os.path.join(folder, name))]
     if missing:
         raise EttinError(f"--data {folder}: missing {', '.join(missing)}; expected {expected}")
-    with open(os.path.join(folder, "occupations-stats.tsv"), encoding="utf-8", newline="") as handle:
-        bls = {row["occupation"]: float(row["bls_pct_female"]) for row in csv.DictReader(handle, delimiter="\t")}
+    stats = os.path.join(folder, "occupations-stats.tsv")
+    bls = {row["occupation"]: float(row["bls_pct_female"])
+           for row in csv.DictReader((line for _, line in text_lines(stats)), delimiter="\t")}
     groups: dict[tuple, dict[str, str]] = defaultdict(dict)
     path = os.path.join(folder, "all_sentences.tsv")
-    with open(path, encoding="utf-8", newline="") as handle:
-        for line, row in enumerate(csv.DictReader(handle, delimiter="\t"), start=2):
-            match = SENTENCE_ID.match(row.get("sentid") or "")
-            if match is None or not row.get("sentence"):
-                raise EttinError(f"{path} line {line}: expected sentid 'occupation.participant.answer.gender.txt' "
-                                 "and a sentence")
-            key = (match["occupation"], match["participant"], int(match["answer"]))
-            groups[key][match["gender"]] = row["sentence"].strip()
+    for line, row in enumerate(csv.DictReader((text for _, text in text_lines(path)), delimiter="\t"), start=2):
+        match = SENTENCE_ID.match(row.get("sentid") or "")
+        if match is None or not row.get("sentence"):
+            raise EttinError(f"{path} line {line}: expected sentid 'occupation.participant.answer.gender.txt' "
+                             "and a sentence")
+        key = (match["occupation"], match["participant"], int(match["answer"]))
+        groups[key][match["gender"]] = row["sentence"].strip()
     items = []
     for (occupation, participant, answer), versions in groups.items():
         where = f"{path}: {occupation}.{participant}.{answer}"

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from .data.text import text_lines
 from .errors import EttinError, OneLineErrors, check_output_dir
 
 
@@ -33,8 +34,7 @@ def read_yaml(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise EttinError(f"config file {path} does not exist")
     try:
-        with open(path, encoding="utf-8") as handle:
-            content = yaml.safe_load(handle) or {}
+        content = yaml.safe_load("".join(line for _, line in text_lines(path))) or {}
     except yaml.YAMLError as error:
         raise EttinError(f"config file {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(content, dict):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from .conftest import run_cli_main
+from .conftest import SHARED_DATA, run_cli_main
 
 RECIPES = ("dense", "sparse", "colbert", "rerank", "sft", "classify")
 # Each command's own bad value, beside the bad inputs every command shares.
@@ -32,8 +32,16 @@ def inputs(tmp_path, tiny_encoder_dir, tiny_decoder_dir, world_dir):
     missing.write_text("query,positive,passage,label,text\nq,p,p,1,t\nq\n")
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
+    # A first line that parses, then a Latin-1 byte: found only by reading past the start of the file.
+    latin = tmp_path / "latin" / "facts.jsonl"
+    latin.parent.mkdir()
+    latin.write_bytes(b'{"query": "q", "positive": "p", "text": "t", "context": "a", "continuation": "b"}\n'
+                      b'{"query": "caf\xe9", "positive": "p"}\n')
+    for name in ("all_sentences.tsv", "occupations-stats.tsv"):  # WinoGender's files, the same way
+        (latin.parent / name).write_bytes(b"occupation\tbls_pct_female\nnurse\t90\ncaf\xe9\t1\n")
     return {"encoder": str(tiny_encoder_dir), "decoder": str(tiny_decoder_dir), "nulls": str(nulls),
-            "missing": str(missing), "file": str(a_file), "out": str(tmp_path / "out"), "world": world_dir}
+            "missing": str(missing), "file": str(a_file), "out": str(tmp_path / "out"), "world": world_dir,
+            "latin": str(latin)}
 
 
 def base_args(command: str, inputs) -> list[str]:
@@ -53,6 +61,7 @@ def base_args(command: str, inputs) -> list[str]:
         "models": [],
         "data.synthetic": ["--output-dir", inputs["out"]],
         "zeroshot": ["--model", model, "--data", str(inputs["world"] / "zeroshot"), "--output-dir", inputs["out"]],
+        "bias": ["--model", model, "--data", str(SHARED_DATA / "bias" / "winogender"), "--output-dir", inputs["out"]],
     }[command]
 
 
@@ -60,6 +69,7 @@ def bad_inputs() -> list[tuple[str, str]]:
     cases = [(command, kind) for command in COMMANDS for kind in ("unknown flag", "bad value")]
     cases += [(command, "output dir is a file") for command in WITH_OUTPUT_DIR]
     cases += [(command, data) for command in RECIPES + ("pretrain",) for data in ("null text", "missing csv field")]
+    cases += [(command, "not utf-8") for command in RECIPES + ("pretrain", "zeroshot", "bias")]
     return cases
 
 
@@ -71,6 +81,10 @@ def with_bad_input(command: str, kind: str, inputs) -> list[str]:
         return args + BAD_VALUES[command]
     if kind == "output dir is a file":
         return [inputs["file"] if value == inputs["out"] else value for value in args]
+    if kind == "not utf-8":
+        latin = os.path.dirname(inputs["latin"]) if command in ("zeroshot", "bias") else inputs["latin"]
+        return [latin if previous == "--data" else value for previous, value in zip([""] + args, args)] + (
+            ["--label-column", "query"] if command == "classify" else [])
     data = inputs["nulls"] if kind == "null text" else inputs["missing"]
     args = [data if previous == "--data" else value for previous, value in zip([""] + args, args)]
     if command == "classify":
@@ -90,6 +104,9 @@ def test_one_error_line_exit_2_and_no_output(command, kind, inputs, capsys):
         assert "row " in lines[0] and any(word in lines[0] for word in ("null", "empty", "no rows", "messages")), lines
     if kind == "output dir is a file":
         assert open(inputs["file"]).read() == "not a folder"
+    if kind == "not utf-8":
+        assert "not UTF-8 text (byte offset " in lines[0] and (
+            lines[0].startswith("error: " + os.path.dirname(inputs["latin"]))), lines
     assert not os.path.exists(inputs["out"])
 
 

@@ -87,6 +87,21 @@ def test_unreadable_files(tmp_path):
         load_data(str(tmp_path / "data.xml"))
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 2**20])
+def test_the_first_byte_that_is_not_utf8_is_located_across_reads(tmp_path, chunk_bytes):
+    from ettin_ft.data.text import check_utf8
+
+    path = tmp_path / "text.txt"
+    path.write_bytes("ab€\nx".encode() + b"\xff" + "é".encode())  # € is 3 bytes long, so the bad byte is the 7th
+    with pytest.raises(EttinError, match=r"text.txt: not UTF-8 text \(byte offset 7\)"):
+        check_utf8(str(path), chunk_bytes)
+    path.write_bytes("ab€".encode()[:-1])  # a character cut off at the end
+    with pytest.raises(EttinError, match=r"byte offset 2\)"):
+        check_utf8(str(path), chunk_bytes)
+    path.write_bytes("ab€\né".encode())
+    check_utf8(str(path), chunk_bytes)
+
+
 def test_missing_paths_and_bad_names(tmp_path):
     with pytest.raises(EttinError, match="does not exist"):
         load_data(str(tmp_path / "nope.jsonl"))

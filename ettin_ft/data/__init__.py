@@ -1,1 +1,1 @@
-"""Data loading and validation (`loading`), and the built-in synthetic world (`synthetic`)."""
+"""Data loading and validation (`loading`, `text`), and the built-in synthetic world (`synthetic`)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import datasets
 
 from ..errors import EttinError
+from .text import check_utf8, text_lines
 from ..hub import hub_offline, unreachable_because
 
 LOCAL_FORMATS = (".jsonl", ".json", ".csv", ".parquet", ".txt")
@@ -28,25 +29,23 @@ def _read_jsonl(path: str) -> list[dict]:
 
 def _jsonl_rows(path: str):
     """(line number, row) of every non-empty line, one line in memory at a time; a bad line is one error."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EttinError(f"{path} line {number}: malformed JSON ({error.msg}); expected one JSON object per line") from None
-            if not isinstance(row, dict):
-                raise EttinError(f"{path} line {number}: expected a JSON object, found {type(row).__name__}")
-            yield number, row
+    for number, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise EttinError(f"{path} line {number}: malformed JSON ({error.msg}); expected one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise EttinError(f"{path} line {number}: expected a JSON object, found {type(row).__name__}")
+        yield number, row
 
 
 def _read_json(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        try:
-            content = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise EttinError(f"{path}: malformed JSON at line {error.lineno} ({error.msg})") from None
+    try:
+        content = json.loads("".join(line for _, line in text_lines(path)))
+    except json.JSONDecodeError as error:
+        raise EttinError(f"{path}: malformed JSON at line {error.lineno} ({error.msg})") from None
     if isinstance(content, dict) and isinstance(content.get("data"), list):
         content = content["data"]
     if not isinstance(content, list) or not all(isinstance(row, dict) for row in content):
@@ -66,13 +65,10 @@ def _first_bad_line(path: str, extension: str) -> EttinError | None:
             for _ in _jsonl_rows(path):
                 pass
         elif extension in (".txt", ".csv"):
-            with open(path, encoding="utf-8") as handle:
-                for _ in handle:
-                    pass
+            for _ in text_lines(path):
+                pass
     except EttinError as located:
         return located
-    except UnicodeDecodeError:
-        return EttinError(f"{path}: not UTF-8 text")
     return None
 
 
@@ -94,11 +90,7 @@ def progress_bars(shown: bool):
 
 def _csv_options(path: str) -> dict:
     """Every CSV field as the text written (labels too, which classification reads as names); a missing field is null."""
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle), [])
-    except UnicodeDecodeError:
-        raise EttinError(f"{path}: not UTF-8 text") from None
+    header = next(csv.reader(line for _, line in text_lines(path)), [])
     return {"features": datasets.Features({name: datasets.Value("string") for name in header}),
             "keep_default_na": False, "na_values": []}
 
@@ -113,6 +105,9 @@ def _read_files(paths: list[str], text_column: str) -> datasets.Dataset:
     paths = [p for p in paths if os.path.getsize(p) > 0]
     if not paths:
         return datasets.Dataset.from_dict({})
+    for path in paths:
+        if extension != ".parquet":
+            check_utf8(path)
     options = _csv_options(paths[0]) if extension == ".csv" else {}
     if extension == ".jsonl":
         for path in paths:  # the builder would read a file of JSON lists as rows of a "text" column
@@ -330,15 +325,14 @@ def load_beir(folder: str, split: str = "test") -> BeirSplit:
             raise EttinError(f"{folder}/queries.jsonl: rows need _id and text; found {', '.join(row)}")
         all_queries[str(row["_id"])] = row["text"]
     qrels: dict[str, dict[str, int]] = {}
-    with open(qrels_path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            fields = line.rstrip("\n").split("\t")
-            if number == 1 and fields[0] == "query-id":
-                continue
-            if len(fields) != 3 or not fields[2].lstrip("-").isdigit():
-                raise EttinError(f"{qrels_path} line {number}: expected 'query-id<TAB>corpus-id<TAB>score'")
-            if int(fields[2]) > 0:
-                qrels.setdefault(fields[0], {})[fields[1]] = int(fields[2])
+    for number, line in text_lines(qrels_path):
+        fields = line.rstrip("\r\n").split("\t")
+        if number == 1 and fields[0] == "query-id":
+            continue
+        if len(fields) != 3 or not fields[2].lstrip("-").isdigit():
+            raise EttinError(f"{qrels_path} line {number}: expected 'query-id<TAB>corpus-id<TAB>score'")
+        if int(fields[2]) > 0:
+            qrels.setdefault(fields[0], {})[fields[1]] = int(fields[2])
     queries = {q: all_queries[q] for q in qrels if q in all_queries}
     if not queries:
         raise EttinError(f"BEIR folder {folder}: no judged queries in qrels/{split}.tsv match queries.jsonl")
