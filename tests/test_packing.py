@@ -81,6 +81,18 @@ def test_same_row_gets_the_same_mask():
     assert torch.equal(a["labels"], b["labels"]) and not torch.equal(a["labels"], c["labels"])
 
 
+def test_no_two_rows_share_their_masking_draws():
+    from ettin_ft.training.packing import masking_generator
+
+    def draws(*key, **held_out):
+        return torch.rand(8, generator=masking_generator(*key, **held_out)).tolist()
+
+    # the old sums: held-out row n was training row 10**9 + n, and seed 1's row 0 was seed 0's row 1_000_003
+    assert draws(0, 10**9) != draws(0, 0, held_out=True)
+    assert draws(1, 0) != draws(0, 1_000_003)
+    assert draws(0, 5) == draws(0, 5) != draws(0, 5, held_out=True)
+
+
 @pytest.mark.parametrize("arch", ["encoder", "decoder"])
 def test_packed_batch_matches_each_document_alone(arch, encoder_tokenizer, decoder_tokenizer):
     tokenizer = encoder_tokenizer if arch == "encoder" else decoder_tokenizer

@@ -181,9 +181,10 @@ class StreamedRows(IterableDataset):
                 yield example(input_ids, doc_ids, number * self.world_size + self.rank, self.config, self.ids)
 
 
-def example(input_ids: list[int], doc_ids: list[int], row_id: int, config, ids: SpecialIds) -> dict:
-    return make_example(input_ids, doc_ids, row_id, config.objective, ids, config.mlm_probability, config.seed,
-                        config.mask_replace_prob, config.random_replace_prob)
+def example(input_ids: list[int], doc_ids: list[int], row_index: int, config, ids: SpecialIds,
+            held_out: bool = False) -> dict:
+    return make_example(input_ids, doc_ids, row_index, config.objective, ids, config.mlm_probability, config.seed,
+                        config.mask_replace_prob, config.random_replace_prob, held_out)
 
 
 def held_out_examples(documents, tokenizer, config, ids: SpecialIds) -> list[dict]:
@@ -191,5 +192,5 @@ def held_out_examples(documents, tokenizer, config, ids: SpecialIds) -> list[dic
     texts = [row[config.text_column] for row in documents]
     rows = pack_documents(tokenizer(texts, add_special_tokens=False)["input_ids"], config.seq_len, ids,
                           config.arch == "encoder")
-    return [example(input_ids, doc_ids, 10**9 + number, config, ids)
+    return [example(input_ids, doc_ids, number, config, ids, held_out=True)
             for number, (input_ids, doc_ids) in enumerate(itertools.islice(rows, config.eval_rows))]

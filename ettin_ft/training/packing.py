@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import EttinError
@@ -137,11 +138,20 @@ def shift_to_previous_position(labels: torch.Tensor, doc_ids: torch.Tensor) -> t
     return shifted
 
 
+def masking_generator(seed: int, row_index: int, held_out: bool = False) -> torch.Generator:
+    """The masking draws of one row: the run's seed, the split and the row index enter the seed apart, so no two
+    rows share them at any corpus size (a sum such as seed × k + row repeats another seed's, or a held-out offset
+    is reached by training rows)."""
+    state = np.random.SeedSequence([seed, int(held_out), row_index]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0]))
+
+
 def make_example(
     input_ids: list[int], doc_ids: list[int], row_index: int, objective: str, ids: SpecialIds,
-    mlm_probability: float, seed: int, mask_replace: float = 0.8, random_replace: float = 0.1,
+    mlm_probability: float, seed: int, mask_replace: float = 0.8, random_replace: float = 0.1, held_out: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """One training example (inputs, labels, positions, piece ids) for ``objective``."""
+    """One example (inputs, labels, positions, piece ids) for ``objective``: training row ``row_index``, or held-out
+    row ``row_index``."""
     if objective not in OBJECTIVES:
         raise EttinError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     tokens = torch.tensor(input_ids, dtype=torch.long)
@@ -149,8 +159,8 @@ def make_example(
     if objective == "clm":
         inputs, labels = tokens, next_token_labels(tokens, docs)
     else:
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + row_index)
-        inputs, labels = mask_tokens(tokens, ids, mlm_probability, generator, mask_replace, random_replace)
+        inputs, labels = mask_tokens(tokens, ids, mlm_probability, masking_generator(seed, row_index, held_out),
+                                     mask_replace, random_replace)
         if objective == "mntp":
             labels = shift_to_previous_position(labels, docs)
     return {"input_ids": inputs, "labels": labels, "doc_ids": docs, "position_ids": position_ids_of(docs)}
