@@ -53,10 +53,8 @@ def zeroshot_section(zeroshot: dict) -> list[str]:
                      f"{entry['after']['acc_norm']:.3f} | {'yes' if verdicts[label] else 'no'} |")
     encoders = [label for label in verdicts if label.startswith("encoder")]
     if encoders and not any(verdicts[label] for label in encoders):
-        lines += ["", "Neither encoder rule beats chance at this budget, while the decoder "
-                  + ("does" if verdicts.get("decoder") else "does not either")
-                  + ": zero-shot scoring by masked prediction lags generation-style scoring, as the Ettin release "
-                    "reports at every size (there the gap narrows with size)."]
+        lines += ["", "Neither encoder rule beats chance in this run; the decoder "
+                  + ("does." if verdicts.get("decoder") else "does not either.")]
     return lines + [""]
 
 
