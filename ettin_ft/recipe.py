@@ -30,7 +30,7 @@ from .folders import (STATE_FILE, atomic_folder, complete_checkpoints, publish, 
                       staging_path)
 from .models import LocatedModel
 from .models import locate_model as locate_checked
-from .runtime import choose_runtime
+from .runtime import choose_runtime, refuse_sharded_fine_tuning
 
 
 # Training columns that hold no text (every other column a recipe reads must be non-empty text).
@@ -127,6 +127,7 @@ def prepare_run(config: RecipeConfig, args, runtime=None):
     unless ``runtime`` is given. ``args.resume_from_checkpoint`` becomes the checkpoint to resume, if any.
     """
     check_output_dir(args.output_dir)  # as the command line does, for callers that build the arguments themselves
+    refuse_sharded_fine_tuning(args)
     if args.push_to_hub:
         check_push_to_hub()
     if runtime is None:

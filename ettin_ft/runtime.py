@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 
@@ -68,3 +69,29 @@ def choose_runtime(
     elif attn_implementation not in ("flash_attention_2", "sdpa", "eager"):
         raise EttinError(f"unknown attention kernel {attn_implementation!r}; expected flash_attention_2, sdpa or eager")
     return Runtime(chosen_device, dtype, attn_implementation)
+
+
+def refuse_sharded_fine_tuning(args) -> None:
+    """Fine-tuning runs on data parallelism (DDP) or DeepSpeed ZeRO-2 only: LoRA merging, SFT samples and retrieval
+    evaluation read the whole weights on the main process, which FSDP and ZeRO-3 keep sharded, and no GPU check
+    has proven those paths yet. (Pretraining has its own FSDP2 path.)"""
+    environment = os.environ
+    if args.fsdp or environment.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        sharding = "FSDP"
+    elif _zero_stage(args.deepspeed) == 3 or (environment.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+                                              and environment.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"):
+        sharding = "DeepSpeed ZeRO-3"
+    else:
+        return
+    raise EttinError(f"fine-tuning under {sharding} is not supported: evaluation, SFT samples and LoRA merging need "
+                     "the whole weights on the main process; launch with configs/accelerate/multi_gpu.yaml or "
+                     "deepspeed_zero2.yaml")
+
+
+def _zero_stage(deepspeed) -> int | None:
+    """The ZeRO stage of a trainer's ``deepspeed`` setting (a dict or a JSON file), if it names one."""
+    if isinstance(deepspeed, str) and os.path.isfile(deepspeed):
+        with open(deepspeed, encoding="utf-8") as handle:
+            deepspeed = json.load(handle)
+    stage = deepspeed.get("zero_optimization", {}).get("stage") if isinstance(deepspeed, dict) else None
+    return int(stage) if isinstance(stage, (int, str)) and str(stage).isdigit() else None

@@ -114,3 +114,26 @@ def test_the_closest_flag_is_named(inputs, capsys):
     status, err, _ = run_cli_main("dense", capsys, *base_args("dense", inputs), "--dataset", "x")
     assert status == 2 and err == ["error: unknown flag '--dataset'; did you mean --data? "
                                    "(see python -m ettin_ft.dense --help)"]
+
+
+def test_fine_tuning_refuses_sharded_weights(inputs, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from ettin_ft.errors import EttinError
+    from ettin_ft.runtime import refuse_sharded_fine_tuning
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what accelerate launch sets from fsdp2.yaml
+    status, err, _ = run_cli_main("dense", capsys, *base_args("dense", inputs))
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: fine-tuning under FSDP is not supported")
+    assert not os.path.exists(inputs["out"])
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    # the trainer's own settings (building them under accelerate's DeepSpeed variables needs deepspeed installed)
+    for stage, refused in ((3, True), ("3", True), (2, False)):
+        args = SimpleNamespace(fsdp=None, deepspeed={"zero_optimization": {"stage": stage}})
+        if refused:
+            with pytest.raises(EttinError, match="under DeepSpeed ZeRO-3 is not supported"):
+                refuse_sharded_fine_tuning(args)
+        else:
+            refuse_sharded_fine_tuning(args)
+    with pytest.raises(EttinError, match="under FSDP"):
+        refuse_sharded_fine_tuning(SimpleNamespace(fsdp="full_shard", deepspeed=None))
