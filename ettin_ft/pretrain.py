@@ -16,17 +16,20 @@ from dataclasses import dataclass, field
 
 from .config import dump_yaml, parse_config, to_dict
 from .errors import EttinError, cli_entry
-from .models import shape_of
+from .registry import SHAPES, VOCAB_SIZE, shape_of
 
 # Per-size peak learning rate and (fully decoupled) weight decay of the Ettin recipe.
 PEAK_LR = {"tiny": 3e-3, "17m": 3e-3, "32m": 3e-3, "68m": 3e-3, "150m": 8e-4, "400m": 5e-4, "1b": 5e-4}
 WEIGHT_DECAY = {"tiny": 3e-4, "17m": 3e-4, "32m": 3e-4, "68m": 3e-4, "150m": 1e-5, "400m": 1e-5, "1b": 5e-5}
+# BERT masking of the Ettin recipe: the rate, then the shares of masked tokens that become [MASK] or a random token.
+MASKING = {"mlm_probability": 0.3, "mask_replace_prob": 0.8, "random_replace_prob": 0.1}
+TOKENIZER_DOCUMENTS = 200_000  # documents a tokenizer trained from scratch reads
 
 
 @dataclass
 class PretrainConfig:
     arch: str = field(default="encoder", metadata={"help": "encoder (MLM/MNTP) or decoder (CLM)"})
-    size: str = field(default="tiny", metadata={"help": "17m, 32m, 68m, 150m, 400m, 1b or tiny (shape when building from scratch)"})
+    size: str | None = field(default=None, metadata={"help": "17m, 32m, 68m, 150m, 400m, 1b or tiny: the shape built from scratch (default tiny), whose Ettin learning rate and weight decay apply; with --init it is --init's size (a --size that disagrees is refused)"})
     data: str | None = field(default=None, metadata={"help": "local .txt/.jsonl/.parquet file or folder, or a hub dataset (streamed)"})
     output_dir: str | None = field(default=None, metadata={"help": "run folder: final/, checkpoint-STEP/, logs"})
     max_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
@@ -35,16 +38,16 @@ class PretrainConfig:
     resume: bool = field(default=False, metadata={"help": "continue the latest complete checkpoint in output_dir"})
 
     objective: str = field(default="auto", metadata={"help": "auto (mlm for encoders, clm for decoders), mlm, clm or mntp"})
-    mlm_probability: float = field(default=0.3, metadata={"help": "masking rate (Ettin: 0.3, 0.15 in the decay phase)"})
-    mask_replace_prob: float = field(default=0.8, metadata={"help": "share of masked tokens replaced by [MASK]"})
-    random_replace_prob: float = field(default=0.1, metadata={"help": "share of masked tokens replaced by a random token"})
+    mlm_probability: float | None = field(default=None, metadata={"help": "masking rate of mlm/mntp (default 0.3, Ettin's; 0.15 in the decay phase)"})
+    mask_replace_prob: float | None = field(default=None, metadata={"help": "share of masked tokens replaced by [MASK] (default 0.8)"})
+    random_replace_prob: float | None = field(default=None, metadata={"help": "share of masked tokens replaced by a random token (default 0.1)"})
 
     seq_len: int = field(default=1024, metadata={"help": "tokens per packed row"})
     context: int = field(default=1024, metadata={"help": "model context: 1024 (RoPE 10k/10k) or 8192 (RoPE 160k global)"})
     global_rope_theta: float | None = field(default=None, metadata={"help": "override the global RoPE theta"})
     local_rope_theta: float | None = field(default=None, metadata={"help": "override the local RoPE theta"})
-    vocab_size: int = field(default=50368, metadata={"help": "vocabulary of a tokenizer trained from scratch"})
-    tokenizer_documents: int = field(default=200_000, metadata={"help": "documents used to train a tokenizer"})
+    vocab_size: int | None = field(default=None, metadata={"help": "vocabulary of a tokenizer trained from scratch (default 50368, Ettin's)"})
+    tokenizer_documents: int | None = field(default=None, metadata={"help": "documents used to train a tokenizer from scratch (default 200000)"})
 
     batch_size: int = field(default=8, metadata={"help": "rows per device per micro-batch"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
@@ -80,22 +83,68 @@ class PretrainConfig:
     def __post_init__(self):
         if self.arch not in ("encoder", "decoder"):
             raise EttinError(f"--arch must be encoder or decoder, got {self.arch!r}")
-        shape_of(self.size)  # before any data or model is read
         if self.objective == "auto":
             self.objective = "mlm" if self.arch == "encoder" else "clm"
         valid = {"encoder": ("mlm", "mntp"), "decoder": ("clm",)}[self.arch]
         if self.objective not in valid:
             raise EttinError(f"objective {self.objective!r} does not train {'an' if self.arch == 'encoder' else 'a'} "
                              f"{self.arch}; expected {' or '.join(valid)}")
-        self.lr = PEAK_LR.get(self.size, 5e-4) if self.lr is None else self.lr
-        self.weight_decay = WEIGHT_DECAY.get(self.size, 1e-5) if self.weight_decay is None else self.weight_decay
+        self._refuse_ignored_flags()
+        for name, value in MASKING.items() if self.objective != "clm" else ():
+            setattr(self, name, value if getattr(self, name) is None else getattr(self, name))
+        if self.init is None and self.tokenizer is None:
+            self.vocab_size = self.vocab_size or VOCAB_SIZE
+            self.tokenizer_documents = self.tokenizer_documents or TOKENIZER_DOCUMENTS
+        if self.init is not None:
+            self.size = self._size_of_init()
+        else:
+            self.size = self.size or "tiny"
+            shape_of(self.size)  # before any data or model is read
+        if self.size is None and (self.lr is None or self.weight_decay is None):
+            raise EttinError(f"--init {self.init} has none of the Ettin sizes' shapes, so the Ettin learning rate and "
+                             "weight decay do not apply; give --lr and --weight-decay")
+        self.lr = PEAK_LR[self.size] if self.lr is None else self.lr
+        self.weight_decay = WEIGHT_DECAY[self.size] if self.weight_decay is None else self.weight_decay
         if self.max_steps < 1:
             raise EttinError(f"--max-steps must be at least 1, got {self.max_steps}")
-        if not 0 < self.mlm_probability < 1:
+        if self.objective != "clm" and not 0 < self.mlm_probability < 1:
             raise EttinError(f"--mlm-probability must be between 0 and 1, got {self.mlm_probability}")
         warmup, decay = self.schedule_steps()
         if warmup + decay > self.max_steps:
             raise EttinError(f"warmup ({warmup}) plus decay ({decay}) steps exceed --max-steps {self.max_steps}")
+
+    def _refuse_ignored_flags(self) -> None:
+        """One line for a flag this combination would ignore."""
+        if self.objective == "clm":
+            given = [name for name in MASKING if getattr(self, name) is not None]
+            if given:
+                raise EttinError(f"--{given[0].replace('_', '-')} applies to masked objectives (mlm, mntp); a decoder "
+                                 "trains with clm: drop it")
+        source = "--init" if self.init is not None else "--tokenizer" if self.tokenizer is not None else None
+        for name in ("vocab_size", "tokenizer_documents"):
+            if source and getattr(self, name) is not None:
+                raise EttinError(f"--{name.replace('_', '-')} applies to a tokenizer trained from scratch; the "
+                                 f"tokenizer comes from {source}: drop it")
+
+    def _size_of_init(self) -> str | None:
+        """--init's Ettin size, by its shape; a --size that names another is refused."""
+        from .models import locate_model
+
+        located = locate_model(self.init, purpose="--init")
+        if not located.ettin:
+            raise EttinError(f"--init {self.init} is a {located.config.model_type} model; pretraining continues Ettin "
+                             "(ModernBERT) encoders and decoders only")
+        model = located.config
+        size = next((name for name, shape in SHAPES.items()
+                     if (shape.layers, shape.hidden, shape.intermediate)
+                     == (model.num_hidden_layers, model.hidden_size, model.intermediate_size)), None)
+        if self.size is not None and self.size != size:
+            shape_of(self.size)
+            found = f"the {size} shape" if size else (f"{model.num_hidden_layers} layers of width {model.hidden_size}, "
+                                                      "no Ettin size's shape")
+            raise EttinError(f"--size {self.size} disagrees with --init {self.init}, which has {found}; drop --size "
+                             "(it is taken from --init)")
+        return size
 
     def schedule_steps(self) -> tuple[int, int]:
         """(warmup, decay) steps of the warmup-stable-decay schedule."""

@@ -24,9 +24,12 @@ CONFIGS = sorted((REPO / "configs" / "pretrain").glob("*.yaml"))
 
 
 def small_run(data, output_dir, *extra):
-    return ["--size", "tiny", "--data", str(data), "--output-dir", str(output_dir), "--seq-len", "96",
-            "--batch-size", "8", "--vocab-size", "1024", "--eval-documents", "30", "--eval-rows", "16",
-            "--log-every", "5", "--report-to", "none", "--num-workers", "0", "--warmup-steps", "3", *extra]
+    """A short run of the tiny size; one that continues (--init) or reuses a tokenizer takes both from there."""
+    from_scratch = "--init" not in extra and "--tokenizer" not in extra
+    return [*(["--size", "tiny", "--vocab-size", "1024"] if from_scratch else []), "--data", str(data),
+            "--output-dir", str(output_dir), "--seq-len", "96", "--batch-size", "8", "--eval-documents", "30",
+            "--eval-rows", "16", "--log-every", "5", "--report-to", "none", "--num-workers", "0", "--warmup-steps",
+            "3", *extra]
 
 
 def run_cli(*args, timeout=600, **kwargs):
@@ -308,6 +311,40 @@ def test_bad_inputs_give_one_line_and_no_output(world_dir, tmp_path, capsys):
     offline = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "out", "--init", "150m", "--max-steps", "4"))
     assert offline.returncode == 2 and "jhu-clsp/ettin-encoder-150m" in offline.stderr
     assert "Traceback" not in offline.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_size_comes_from_init_and_ignored_flags_are_refused(tiny_encoder_dir, tmp_path, capsys):
+    """--init's shape sets the size, so its Ettin learning rate and weight decay apply; flags this combination would
+    ignore are refused in one line."""
+    import shutil
+
+    import yaml
+
+    continued = ["--init", str(tiny_encoder_dir), "--data", "x", "--output-dir", str(tmp_path / "o"), "--dry-run"]
+    status, _, dry = run_main(capsys, *continued)
+    settings = yaml.safe_load(dry)
+    assert status == 0 and (settings["size"], settings["lr"], settings["weight_decay"]) == ("tiny", 3e-3, 3e-4)
+    # a 150m-shaped model (its configuration is all the dry run reads)
+    from ettin_ft.models import model_config
+
+    shutil.copytree(tiny_encoder_dir, tmp_path / "150m")
+    model_config("150m", "encoder").save_pretrained(tmp_path / "150m")
+    status, _, dry = run_main(capsys, "--init", str(tmp_path / "150m"), "--data", "x", "--output-dir",
+                              str(tmp_path / "o"), "--dry-run")
+    assert status == 0 and (yaml.safe_load(dry)["lr"], yaml.safe_load(dry)["weight_decay"]) == (8e-4, 1e-5)
+    for extra, message in [
+        (["--size", "150m"], "error: --size 150m disagrees with --init"),
+        (["--vocab-size", "600"], "error: --vocab-size applies to a tokenizer trained from scratch; the tokenizer comes "
+                                  "from --init: drop it"),
+        (["--arch", "decoder", "--mlm-probability", "0.2"], "error: --mlm-probability applies to masked objectives"),
+    ]:
+        status, err, _ = run_main(capsys, *continued, *extra)
+        assert status == 2 and len(err) == 1 and err[0].startswith(message), err
+    status, err, _ = run_main(capsys, "--tokenizer", str(tiny_encoder_dir), "--tokenizer-documents", "9", "--data", "x",
+                              "--output-dir", str(tmp_path / "o"))
+    assert status == 2 and err == ["error: --tokenizer-documents applies to a tokenizer trained from scratch; the "
+                                   "tokenizer comes from --tokenizer: drop it"]
+    assert not (tmp_path / "o").exists()
 
 
 def test_existing_run_needs_resume_and_dry_run_prints_config(world_dir, tmp_path, capsys):

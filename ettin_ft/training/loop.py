@@ -80,10 +80,7 @@ def prepare_model(config, tokenizer, attn_implementation: str):
         return build_model(config.size, config.arch, tokenizer=tokenizer, context=config.context,
                            global_rope_theta=config.global_rope_theta, local_rope_theta=config.local_rope_theta,
                            attn_implementation=attn_implementation)
-    located = locate_model(config.init, purpose="--init")
-    if not located.ettin:
-        raise EttinError(f"--init {config.init} is a {located.config.model_type} model; pretraining continues Ettin "
-                         "(ModernBERT) encoders and decoders only")
+    located = locate_model(config.init, purpose="--init")  # an Ettin model (PretrainConfig checked it)
     model_config = located.config
     # Context extension: a longer context and its RoPE thetas apply to continued weights too.
     model_config.max_position_embeddings = max(config.context, model_config.max_position_embeddings)
