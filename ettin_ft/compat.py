@@ -5,6 +5,7 @@ Remove one when an upgrade makes it unnecessary (its test then still passes with
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -89,3 +90,20 @@ def save_from_the_writing_process_only(trainer) -> None:
             save(output_dir, state_dict=state_dict)
 
     trainer._save = _save
+
+
+# accelerate 1.x: one AcceleratorState per process, which refuses a second Accelerator of another precision.
+@contextlib.contextmanager
+def accelerator_state_of_its_own():
+    """A fresh AcceleratorState for the block (a pretraining run may use another precision than an earlier run in
+    the same Python process), and the caller's state back afterwards. The process-wide part (device, process group:
+    PartialState) is shared and kept."""
+    from accelerate.state import AcceleratorState
+
+    saved = dict(AcceleratorState._shared_state)
+    AcceleratorState._reset_state()
+    try:
+        yield
+    finally:
+        AcceleratorState._shared_state.clear()
+        AcceleratorState._shared_state.update(saved)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 
 import torch
-from transformers.utils.logging import disable_progress_bar
 
 from .models import load_model, load_tokenizer, locate_model
 from .errors import ArgumentParser, EttinError, cli_entry
+from .process_state import transformers_progress_bars
 
 
 def fill_mask(model, text: str, top_k: int = 5, tokenizer=None) -> list[tuple[str, float]]:
@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="150m", help="Ettin encoder: short name, hub id[@revision] or local folder")
     parser.add_argument("--top-k", type=int, default=5, help="how many candidates to print")
     args = parser.parse_args(argv)
-    disable_progress_bar()  # the answer is the output
-    for token, probability in fill_mask(args.model, args.text, top_k=args.top_k):
+    with transformers_progress_bars(shown=False):  # the answer is the output
+        predictions = fill_mask(args.model, args.text, top_k=args.top_k)
+    for token, probability in predictions:
         print(f"{probability:.4f}\t{token}")
 
 

@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from transformers.utils.logging import disable_progress_bar
 
 from .models import load_model, load_tokenizer, locate_model
+from .process_state import transformers_progress_bars
 from .runtime import choose_runtime
 from .config import parse_config
 from .errors import EttinError, cli_entry
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> None:
                              description="Generate text with an Ettin decoder (or a fine-tuned / LoRA folder).")
     if config.chat not in ("auto", "yes", "no"):
         raise EttinError(f"--chat {config.chat!r}: expected auto, yes or no")
-    disable_progress_bar()  # the answer is the output
-    model, tokenizer = load_generator(config.model)
+    with transformers_progress_bars(shown=False):  # the answer is the output
+        model, tokenizer = load_generator(config.model)
     torch.manual_seed(config.seed)
     prompt: str | list[dict] = config.prompt
     if config.system:

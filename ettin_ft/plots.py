@@ -1,4 +1,4 @@
-"""The plots of studies and of the quickstart's report: matplotlib without a display, written as PNG."""
+"""The plots of studies and of the quickstart's report: matplotlib figures without pyplot, written as PNG."""
 
 from __future__ import annotations
 
@@ -7,19 +7,16 @@ from contextlib import contextmanager
 
 @contextmanager
 def figure(path: str, columns: int = 1, rows: int = 1, size: tuple[float, float] = (5.5, 3.8)):
-    """A figure of rows × columns axes (a 2-D array), laid out and written to ``path`` when the block ends."""
-    import matplotlib
+    """A figure of rows × columns axes (a 2-D array), laid out and written to ``path`` when the block ends. Drawn
+    on its own Agg canvas: pyplot's backend and figure list stay as the caller left them."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    drawn, axes = plt.subplots(rows, columns, figsize=size, squeeze=False)
-    try:
-        yield axes
-        drawn.tight_layout()
-        drawn.savefig(path, dpi=100)
-    finally:
-        plt.close(drawn)
+    drawn = Figure(figsize=size)
+    FigureCanvasAgg(drawn)
+    yield drawn.subplots(rows, columns, squeeze=False)
+    drawn.tight_layout()
+    drawn.savefig(path, dpi=100)
 
 
 def lines_with_spread(path: str, lines: dict[str, list[tuple[float, float, float]]], x_label: str, y_label: str,

@@ -26,6 +26,7 @@ from typing import Callable
 from .config import parse_config, to_dict
 from .errors import EttinError, cli_entry
 from .folders import atomic_folder
+from .process_state import transformers_verbosity
 
 
 @dataclass
@@ -335,25 +336,25 @@ def run_quickstart(config: QuickstartConfig) -> dict:
         load_winogender(config.bias_data)
     check_settings(config)
     quickstart = Quickstart(config)
-    hf_logging.set_verbosity_error()  # the stage headers and progress bars tell the story
     started = time.perf_counter()
-    quickstart.prepare_world()
-    records = []
-    for number, stage in enumerate(stages, 1):
-        record = stage_record(quickstart, stage)
-        header = f"[{number}/{len(stages)}] {stage.name}: {stage.description}"
-        if record is not None:
-            print(f"{header} — finished earlier, skipped", flush=True)
-        else:
-            print(header, flush=True)
-            record = run_stage(quickstart, stage)
-        records.append(record)
-        print(f"    {stage.metric}: {record['before'][stage.metric]:.4f} -> {record['after'][stage.metric]:.4f}"
-              f" ({record['wall_time_s']:.0f} s)", flush=True)
-    results = {"config": to_dict(config), "stages": records, "bias": bias_probes(quickstart, stages),
-               "zeroshot": zeroshot_probes(quickstart, stages),
-               "wall_time_s": round(time.perf_counter() - started, 1),
-               "stages_wall_time_s": round(sum(r["wall_time_s"] for r in records), 1)}
+    with transformers_verbosity(hf_logging.ERROR):  # the stage headers and progress bars tell the story
+        quickstart.prepare_world()
+        records = []
+        for number, stage in enumerate(stages, 1):
+            record = stage_record(quickstart, stage)
+            header = f"[{number}/{len(stages)}] {stage.name}: {stage.description}"
+            if record is not None:
+                print(f"{header} — finished earlier, skipped", flush=True)
+            else:
+                print(header, flush=True)
+                record = run_stage(quickstart, stage)
+            records.append(record)
+            print(f"    {stage.metric}: {record['before'][stage.metric]:.4f} -> {record['after'][stage.metric]:.4f}"
+                  f" ({record['wall_time_s']:.0f} s)", flush=True)
+        results = {"config": to_dict(config), "stages": records, "bias": bias_probes(quickstart, stages),
+                   "zeroshot": zeroshot_probes(quickstart, stages),
+                   "wall_time_s": round(time.perf_counter() - started, 1),
+                   "stages_wall_time_s": round(sum(r["wall_time_s"] for r in records), 1)}
     write_report(config.output_dir, results)
     return results
 

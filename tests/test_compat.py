@@ -56,3 +56,22 @@ def test_sentence_transformers_trainers_save_on_every_process_unless_told(tiny_e
     save_from_the_writing_process_only(patched)
     patched.save_model(str(tmp_path / "patched"))
     assert not (tmp_path / "patched").exists()
+
+
+def test_accelerate_still_refuses_a_second_precision_in_one_process():
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from ettin_ft.compat import accelerator_state_of_its_own
+
+    saved = dict(AcceleratorState._shared_state)
+    try:
+        Accelerator(cpu=True, mixed_precision="no")
+        with pytest.raises(ValueError, match="already been initialized"):  # upstream still refuses: the work-around stays
+            Accelerator(cpu=True, mixed_precision="bf16")
+        with accelerator_state_of_its_own():
+            assert Accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"
+        assert Accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"  # the caller's state is back
+    finally:
+        AcceleratorState._shared_state.clear()
+        AcceleratorState._shared_state.update(saved)

@@ -5,7 +5,6 @@ Every failure is an EttinError naming the file (or dataset), what was found and 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import glob
 import json
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import datasets
 
 from ..errors import EttinError
+from ..process_state import datasets_progress_bars
 from .text import check_utf8, text_lines
 from ..hub import hub_offline, unreachable_because
 
@@ -75,19 +75,6 @@ def _first_bad_line(path: str, extension: str) -> EttinError | None:
 LARGE_FILES = 64 * 2**20  # bytes of data whose reading shows progress bars
 
 
-@contextlib.contextmanager
-def progress_bars(shown: bool):
-    """datasets' progress bars on (for large files) or off (a small file's would bury its one-line errors)."""
-    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
-
-    before = is_progress_bar_enabled()
-    (enable_progress_bar if shown else disable_progress_bar)()
-    try:
-        yield
-    finally:
-        (enable_progress_bar if before else disable_progress_bar)()
-
-
 def _csv_options(path: str) -> dict:
     """Every CSV field as the text written (labels too, which classification reads as names); a missing field is null."""
     header = next(csv.reader(line for _, line in text_lines(path)), [])
@@ -112,7 +99,7 @@ def _read_files(paths: list[str], text_column: str) -> datasets.Dataset:
     if extension == ".jsonl":
         for path in paths:  # the builder would read a file of JSON lists as rows of a "text" column
             next(_jsonl_rows(path), None)
-    with progress_bars(sum(os.path.getsize(p) for p in paths) > LARGE_FILES):
+    with datasets_progress_bars(sum(os.path.getsize(p) for p in paths) > LARGE_FILES):
         try:
             dataset = datasets.load_dataset(BUILDERS[extension], data_files=paths, split="train", **options)
         except Exception as error:  # the builders raise many types for unreadable files

@@ -27,7 +27,9 @@ from ..cards import write_model_cards
 from ..config import save_config, to_dict
 from ..errors import EttinError
 from ..hub import locate
+from ..compat import accelerator_state_of_its_own
 from ..models import build_model, load_model, locate_model
+from ..process_state import transformers_progress_bars
 from ..runtime import choose_runtime
 from ..tokenizer import set_post_processing, train_tokenizer
 from .checkpoints import check_output_dir, complete_checkpoints, prune_checkpoints, resume, save_checkpoint
@@ -98,14 +100,10 @@ def make_accelerator(config, runtime):
     import importlib.util
 
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
 
     trackers = [] if config.report_to == "none" else [config.report_to]
     if "tensorboard" in trackers and not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
         trackers = []  # optional extra `.[tensorboard]`
-    # A second run in the same Python process may use another precision; the process-wide state (device,
-    # process group) stays, only the per-run mixed-precision settings are reset.
-    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(runtime.dtype, "no"),
         cpu=runtime.device.type == "cpu", log_with=trackers or None, project_dir=os.path.join(config.output_dir, "logs"),
@@ -189,7 +187,9 @@ def pretrain(config) -> str:
     """
     created = not os.path.exists(config.output_dir)
     try:
-        return _pretrain(config)
+        # per-save shard bars would break the run's own progress bar
+        with accelerator_state_of_its_own(), transformers_progress_bars(shown=False):
+            return _pretrain(config)
     except BaseException:
         if created and not complete_checkpoints(config.output_dir):
             shutil.rmtree(config.output_dir, ignore_errors=True)
@@ -221,10 +221,7 @@ class PretrainingRun:
 def set_up(config) -> PretrainingRun:
     """Runtime, accelerator, documents, tokenizer, model, optimiser and schedule, then this process's rows from the
     run's next step (tokenised once, or streamed) and the held-out batches."""
-    from transformers.utils import logging as transformers_logging
-
     check_output_dir(config)
-    transformers_logging.disable_progress_bar()  # per-save shard bars would break our progress bar
     runtime = choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation, cpu_bf16=True)
     accelerator, trackers = make_accelerator(config, runtime)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
