@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from .config import parse_config
 from .data.text import text_lines
 from .errors import EttinError, cli_entry
-from .folders import write_probe_results
 from .models import load_model, load_tokenizer, locate_model
+from .run_folder import RunFolder, write_probe_results
 from .runtime import choose_runtime
 
 GENDERS = ("male", "female", "neutral")
@@ -220,9 +220,7 @@ def run_probe(config: BiasConfig) -> dict:
     """Probe ``config.model`` and write DIR/metrics.json and DIR/items.jsonl; returns the metrics."""
     if not config.model:
         raise EttinError("--model is required: an encoder or decoder (short name, hub id or folder)")
-    metrics_path = os.path.join(config.output_dir, "metrics.json")
-    if os.path.isfile(metrics_path):
-        raise EttinError(f"output folder {config.output_dir} already holds a finished probe; choose another --output-dir")
+    RunFolder(config.output_dir).refuse_finished("a finished probe")
     items, bls = load_winogender(config.data)
     located = locate_model(config.model, purpose="the bias probe")
     runtime = choose_runtime(config.device, "fp32")

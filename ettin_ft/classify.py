@@ -29,8 +29,10 @@ from .data.classification import (GLUE_TASKS, ClassificationData, glue_task, loa
 from .errors import EttinError, cli_entry
 from .evaluation import classification_metrics, classifier_predictions
 from .seeds import parse_seeds, summarise_seeds
-from .recipe import (RecipeConfig, column_mapping, locate_model, model_kwargs, parse_recipe, prepare_run, print_dry_run,
-                     publish_from_main, publish_trained, release_recipe, train_and_save, write_results)
+from .recipe import RecipeConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe
+from .recipe_data import column_mapping
+from .run_folder import RunFolder, SkipLastCheckpoint, publish_from_main, publish_trained, write_results
+from .runtime import model_kwargs
 from .tokenizer import set_post_processing
 
 
@@ -75,7 +77,7 @@ def load_data(config: ClassifyConfig) -> ClassificationData:
 
 def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
     """(classifier, tokenizer, arch): the pretrained model with a new head sized to the labels (or --init-from's)."""
-    located = locate_model(config, "classify", allowed=("encoder", "decoder"))
+    located = locate_base_model(config, "classify", allowed=("encoder", "decoder"))
     ref, arch = located.ref, located.arch
     tokenizer = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision)
     if located.ettin:
@@ -121,11 +123,12 @@ def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
     return model, tokenizer, arch
 
 
-def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None, dry_run=False):
-    """Fine-tune a classifier as ``config`` says; returns it (with --seeds: the last seed's)."""
+def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None, dry_run=False, start_if_new=False):
+    """Fine-tune a classifier as ``config`` says; returns it (with --seeds: the last seed's). With ``start_if_new``,
+    --resume-from-checkpoint latest in a folder without checkpoints starts the run (one seed of several)."""
     if config.seeds and not dry_run:
         return train_seeds(config, args, runtime)
-    args, runtime = prepare_run(config, args, runtime)
+    args, runtime = prepare_run(config, args, runtime, start_if_new)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     data = load_data(config)  # every input check before the model loads
     model, tokenizer, _ = build_classifier(config, data, runtime)
@@ -136,27 +139,25 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
                          for split in (data.train, data.eval))
     extra = glue_task(config.task).extra_metrics if config.task else ()
     labels = data.eval["label"]
-    trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer))
-
-    def measure() -> dict:
-        return classification_metrics(classifier_predictions(trainer, evaluation, data.regression), labels, extra, data.regression)
-
     majority = classification_metrics([data.majority_prediction()] * len(labels), labels, extra, data.regression)
-
-    trained = {}
-
-    def save() -> None:
-        trained["model"] = trainer.accelerator.unwrap_model(trainer.model)
-        if not config.lora:
-            return publish_trained(trainer)
-        # An adapter cannot carry the label set, so DIR/final/ is the merged classifier and DIR/adapter/ the adapter.
-        publish_trained(trainer, "adapter")
-        trained["model"] = trained["model"].merge_and_unload()
-        publish_from_main(trained["model"], tokenizer, args.output_dir, "final")
-
-    train_and_save(trainer, config, args, measure, save=save, extra=lambda: {"majority": majority})
-    return trained["model"]
+    trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=[SkipLastCheckpoint()])
+    with RunFolder(args.output_dir).tidy_on_failure():
+        before = classification_metrics(classifier_predictions(trainer, evaluation, data.regression), labels, extra,
+                                        data.regression)
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+        after = classification_metrics(classifier_predictions(trainer, evaluation, data.regression), labels, extra,
+                                       data.regression)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if config.lora:
+            # An adapter cannot carry the label set, so DIR/final/ is the merged classifier and DIR/adapter/ the adapter.
+            publish_trained(trainer, "adapter")
+            model = model.merge_and_unload()
+            publish_from_main(model, tokenizer, args.output_dir, "final")
+        else:
+            publish_trained(trainer)
+        write_results(args.output_dir, config, args, before, after, trainer, extra={"majority": majority})
+    return model
 
 
 def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
@@ -165,14 +166,15 @@ def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
     single = dataclasses.replace(config, seeds=None)
     runs, model = {}, None
     for number, seed in enumerate(seeds, 1):
-        folder = os.path.join(args.output_dir, f"seed-{seed}")
-        metrics_path = os.path.join(folder, "metrics.json")
-        if os.path.isfile(metrics_path) and os.path.isdir(os.path.join(folder, "final")):
+        folder = RunFolder(os.path.join(args.output_dir, f"seed-{seed}"))
+        if folder.finished:
             print(f"seed {seed} ({number}/{len(seeds)}): finished earlier, kept", flush=True)
         else:
             print(f"seed {seed} ({number}/{len(seeds)})", flush=True)
-            model = train_classify(single, dataclasses.replace(args, seed=seed, output_dir=folder), runtime)
-        with open(metrics_path, encoding="utf-8") as handle:
+            # with --resume-from-checkpoint latest: each seed that has a checkpoint goes on, the others start
+            model = train_classify(single, dataclasses.replace(args, seed=seed, output_dir=folder.path), runtime,
+                                   start_if_new=True)
+        with open(os.path.join(folder.path, "metrics.json"), encoding="utf-8") as handle:
             runs[seed] = json.load(handle)
     summary = summarise_seeds(runs)
     write_results(args.output_dir, config, args, summary.pop("before"), summary.pop("after"), extra=summary)

@@ -28,9 +28,11 @@ from .compat import expose_similarity_to_wrapped_losses, save_from_the_writing_p
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .models import load_through_library
-from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, model_kwargs, parse_recipe,
-                     prepare_run, print_dry_run, publish_trained, release_recipe, release_settings, run_evaluators,
-                     split_held_out, train_and_save, transformer_kwargs)
+from .recipe import (RetrievalConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
+                     release_settings)
+from .recipe_data import evaluators_for, load_training_data, run_evaluators, split_held_out
+from .run_folder import RunFolder, SkipLastCheckpoint, publish_trained, write_results
+from .runtime import model_kwargs, transformer_kwargs
 
 DEFAULTS, (KD_DATA, _, _) = release_settings("colbert")
 
@@ -56,7 +58,7 @@ class ColbertConfig(RetrievalConfig):
 def build_colbert(config: ColbertConfig, runtime, located=None) -> MultiVectorEncoder:
     """A ColBERT folder (PyLate's or sentence-transformers' layout), or a new ColBERT on an encoder; either way with
     --query-length and --document-length."""
-    ref = (located or locate_model(config, "colbert")).ref
+    ref = (located or locate_base_model(config, "colbert")).ref
     if runtime.attn_implementation == "flash_attention_2":
         # flash attention drops masked positions, and ColBERT's query expansion tokens are masked from attention
         # (sentence-transformers refuses the pair): sdpa keeps the model's semantics
@@ -102,7 +104,7 @@ def train_colbert(config: ColbertConfig, args: MultiVectorEncoderTrainingArgumen
                                                       if f.init})
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
-    located = locate_model(config, "colbert")
+    located = locate_base_model(config, "colbert")
     objective = config.objective
     if objective == "auto":
         objective = "distillation" if config.data is None or config.queries else "contrastive"
@@ -123,11 +125,16 @@ def train_colbert(config: ColbertConfig, args: MultiVectorEncoderTrainingArgumen
         print_dry_run(config, args, model, train)
         return model
     args = dataclasses.replace(args, prompts=training_prompts(model, list(train[0])))
-    trainer = MultiVectorEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    trainer = MultiVectorEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                                        callbacks=[SkipLastCheckpoint()])
     save_from_the_writing_process_only(trainer)
     expose_similarity_to_wrapped_losses(trainer)
-    train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators),
-                   save=lambda: publish_trained(trainer, finish=lambda folder: as_pylate_layout(model, folder)))
+    with RunFolder(args.output_dir).tidy_on_failure():
+        before = run_evaluators(model, evaluators)
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+        after = run_evaluators(model, evaluators)
+        publish_trained(trainer, finish=lambda folder: as_pylate_layout(model, folder))
+        write_results(args.output_dir, config, args, before, after, trainer)
     return model
 
 

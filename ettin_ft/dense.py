@@ -21,9 +21,11 @@ from transformers import set_seed
 from .compat import save_from_the_writing_process_only
 from .errors import cli_entry
 from .models import load_through_library
-from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, parse_recipe,
-                     prepare_run, print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out,
-                     train_and_save, transformer_kwargs)
+from .recipe import (RetrievalConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
+                     release_settings)
+from .recipe_data import evaluators_for, load_training_data, run_evaluators, split_held_out
+from .run_folder import RunFolder, SkipLastCheckpoint, publish_trained, write_results
+from .runtime import transformer_kwargs
 
 DEFAULTS, RELEASE_DATA = release_settings("dense")
 
@@ -39,7 +41,7 @@ class DenseConfig(RetrievalConfig):
 
 
 def locate_base(config: DenseConfig):
-    return locate_model(config, "dense", allowed=("encoder", "decoder"))
+    return locate_base_model(config, "dense", allowed=("encoder", "decoder"))
 
 
 def build_embedder(config: DenseConfig, runtime, located=None) -> SentenceTransformer:
@@ -68,9 +70,15 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
     if config.matryoshka_dims:
         loss = losses.MatryoshkaLoss(model, loss, [int(d) for d in config.matryoshka_dims.split(",")])
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
-                                         evaluator=SequentialEvaluator(list(evaluators.values())) if evaluators else None)
+                                         evaluator=SequentialEvaluator(list(evaluators.values())) if evaluators else None,
+                                         callbacks=[SkipLastCheckpoint()])
     save_from_the_writing_process_only(trainer)
-    train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
+    with RunFolder(args.output_dir).tidy_on_failure():
+        before = run_evaluators(model, evaluators)
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+        after = run_evaluators(model, evaluators)
+        publish_trained(trainer)
+        write_results(args.output_dir, config, args, before, after, trainer)
     return model
 
 

@@ -300,4 +300,5 @@ def language_model_metrics(trainer, held_out, generations: int, max_new_tokens: 
         samples = answer_samples(model, trainer.processing_class, conversations, max_new_tokens)
     if samples:
         results["held_out_exact_match"] = sum(s["answer"].strip() == s["reference"].strip() for s in samples) / len(samples)
+    PartialState().wait_for_everyone()  # the generations are the main process's alone: the others wait for them here
     return results, samples

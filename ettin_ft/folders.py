@@ -1,10 +1,9 @@
 """Folders that appear whole or not at all: written under a staging name beside their place, then renamed;
-and the checkpoints of a run folder that are complete."""
+and the checkpoints of a run folder that are complete (``run_folder.RunFolder`` builds on these)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -65,15 +64,3 @@ def remove_unfinished(output_dir: str) -> None:
         path = os.path.join(output_dir, name)
         if name.startswith(".staging-") or (CHECKPOINT.match(name) and not os.path.isfile(os.path.join(path, STATE_FILE))):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def write_probe_results(output_dir: str, records, metrics: dict) -> None:
-    """A probe's DIR/items.jsonl (one JSON object per record), then DIR/metrics.json, renamed into place last so
-    that it appears whole: it marks the probe as finished."""
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "items.jsonl"), "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(record) + "\n" for record in records)
-    metrics_path = os.path.join(output_dir, "metrics.json")
-    with open(metrics_path + ".partial", "w", encoding="utf-8") as handle:
-        json.dump(metrics, handle, indent=2)
-    os.replace(metrics_path + ".partial", metrics_path)

@@ -27,6 +27,7 @@ from .config import parse_config, to_dict
 from .errors import EttinError, cli_entry
 from .folders import atomic_folder
 from .process_state import transformers_verbosity
+from .run_folder import RunFolder
 
 
 @dataclass
@@ -210,20 +211,25 @@ def selected_stages(spec: str) -> list[Stage]:
 
 def stage_record(quickstart: Quickstart, stage: Stage) -> dict | None:
     """The finished stage's entry for results.json, or None if it has not finished."""
-    record_path = quickstart.path(stage.name, "stage.json")
-    if not os.path.isfile(record_path):
+    folder = stage_folder(quickstart, stage)
+    if not folder.finished:
         return None
-    with open(record_path, encoding="utf-8") as handle:
+    with open(os.path.join(folder.path, folder.marker), encoding="utf-8") as handle:
         return json.load(handle)
 
 
+def stage_folder(quickstart: Quickstart, stage: Stage) -> RunFolder:
+    """A stage's folder: its recipe's run folder, finished once the stage's record (stage.json) is written."""
+    return RunFolder(quickstart.path(stage.name), marker="stage.json")
+
+
 def run_stage(quickstart: Quickstart, stage: Stage) -> dict:
-    folder = quickstart.path(stage.name)
-    shutil.rmtree(folder, ignore_errors=True)  # an interrupted earlier attempt
+    folder = stage_folder(quickstart, stage)
+    shutil.rmtree(folder.path, ignore_errors=True)  # an interrupted earlier attempt
     started = time.perf_counter()
     stage.run(quickstart, stage.name)
     wall_time = time.perf_counter() - started
-    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
+    with open(os.path.join(folder.path, "metrics.json"), encoding="utf-8") as handle:
         metrics = json.load(handle)
     before, after = metrics["before"], metrics["after"]
     change = after[stage.metric] - before[stage.metric]
@@ -233,8 +239,7 @@ def run_stage(quickstart: Quickstart, stage: Stage) -> dict:
               "after": {k: v for k, v in after.items() if isinstance(v, (int, float))},
               "improved": change > 0 if stage.higher_is_better else change < 0,
               "wall_time_s": round(wall_time, 1), "output": os.path.join(stage.name, "final")}  # relative to DIR
-    with open(os.path.join(folder, "stage.json"), "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2)
+    folder.mark_finished(record)
     return record
 
 
@@ -248,7 +253,7 @@ def bias_probes(quickstart: Quickstart, stages: list[Stage]) -> dict:
     for stage in (s for s in stages if s.name.startswith("pretrain-")):
         arch = stage.name.removeprefix("pretrain-")
         folder = quickstart.path(f"bias-{arch}")
-        if os.path.isfile(os.path.join(folder, "metrics.json")):
+        if RunFolder(folder).finished:
             with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
                 metrics = json.load(handle)
         else:
@@ -291,7 +296,7 @@ def zeroshot_probes(quickstart: Quickstart, stages: list[Stage]) -> dict:
             entry = {}
             for when, model in (("before", untrained_model(quickstart, arch)), ("after", quickstart.model_of(stage.name))):
                 folder = quickstart.path("zeroshot", f"{arch}-{scoring}-{when}" if arch == "encoder" else f"{arch}-{when}")
-                if os.path.isfile(os.path.join(folder, "metrics.json")):
+                if RunFolder(folder).finished:
                     with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
                         metrics = json.load(handle)
                 else:

@@ -1,7 +1,9 @@
-"""What every fine-tuning recipe shares: configuration, data, model checks, evaluation and output layout.
+"""What every fine-tuning recipe shares about its settings: the config dataclasses, the Ettin-release defaults
+(configs/<recipe>.yaml, their one home) and ``release()``, parsing, the run's device and precision, the model's
+location and the dry run. Data and evaluators live in ``recipe_data``; run folders and publishing in ``run_folder``.
 
-A recipe module stays one screen long: it declares its config dataclass and defaults, builds its model
-and loss, and hands the rest to these helpers. Output layout (the contract other tools rely on):
+A recipe module reads like an upstream example script: config, data, model, loss, trainer, then
+train → evaluate → publish. Output layout (the contract other tools rely on):
 
     DIR/final/          the trained model, loadable by its library class, with its model card
     DIR/config.yaml     the resolved configuration (recipe fields and training arguments)
@@ -10,31 +12,18 @@ and loss, and hands the rest to these helpers. Output layout (the contract other
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import dataclasses
 import json
-import os
-import random
-import shutil
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .cards import write_model_cards
-from .config import dump_yaml, parse_config, plain, refuse_inapplicable, shipped_config, to_dict
-from .data.loading import check_texts, load_beir, load_data
+from .config import dump_yaml, parse_config, refuse_inapplicable, shipped_config, to_dict
 from .evaluation import NANOBEIR_EN
 from .errors import EttinError, check_output_dir
 from .hub import check_push_to_hub
-from .folders import (STATE_FILE, atomic_folder, complete_checkpoints, publish, remove_unfinished, staging_folder,
-                      staging_path)
-from .models import LocatedModel
-from .models import locate_model as locate_checked
+from .models import LocatedModel, locate_model
+from .run_folder import RunFolder
 from .runtime import choose_runtime, refuse_sharded_fine_tuning
-
-
-# Training columns that hold no text (every other column a recipe reads must be non-empty text).
-NON_TEXT_COLUMNS = ("label",)
 
 
 @dataclass
@@ -118,13 +107,14 @@ def release_recipe(config_class, arguments_class, defaults: dict[str, Any], outp
     return config, args
 
 
-def prepare_run(config: RecipeConfig, args, runtime=None):
+def prepare_run(config: RecipeConfig, args, runtime=None, start_if_new: bool = False):
     """Settle device, precision and the run folder in one place for the command line and for Python:
     (args, runtime).
 
     The model (``runtime``) and the trainer (the returned copy of ``args``) share one device and precision:
     --precision, or the trainer's own --bf16/--fp16 (they must agree), on the trainer's device (--use-cpu)
-    unless ``runtime`` is given. ``args.resume_from_checkpoint`` becomes the checkpoint to resume, if any.
+    unless ``runtime`` is given. ``args.resume_from_checkpoint`` becomes the checkpoint to resume, if any (with
+    ``start_if_new``, 'latest' in a folder without checkpoints starts the run).
     """
     check_output_dir(args.output_dir)  # as the command line does, for callers that build the arguments themselves
     refuse_sharded_fine_tuning(args)
@@ -135,255 +125,15 @@ def prepare_run(config: RecipeConfig, args, runtime=None):
         if asked and config.precision not in ("auto", asked):
             raise EttinError(f"--precision {config.precision} and --{asked} disagree; give one of them")
         runtime = choose_runtime("cpu" if args.use_cpu else None, asked or config.precision, config.attn_implementation)
+    resume = RunFolder(args.output_dir).resume_point(args.resume_from_checkpoint, start_if_new)
     args = dataclasses.replace(args, bf16=runtime.bf16, fp16=runtime.fp16, use_cpu=runtime.device.type == "cpu",
-                               resume_from_checkpoint=check_run_folder(args))
+                               resume_from_checkpoint=resume)
     return args, runtime
 
 
-def column_mapping(config: RecipeConfig) -> dict[str, str] | None:
-    if not config.column_mapping:
-        return None
-    pairs = [item.split(":") for item in config.column_mapping.split(",") if item.strip()]
-    if any(len(pair) != 2 or not all(p.strip() for p in pair) for pair in pairs):
-        raise EttinError(f"--column-mapping {config.column_mapping!r}: expected 'old:new,old2:new2'")
-    return {old.strip(): new.strip() for old, new in pairs}
-
-
-def load_training_data(config: RecipeConfig, columns: list[str], optional: list[str] = (), default=None):
-    """The training rows with ``columns`` (plus those of ``optional`` present), in that order.
-
-    ``optional=None`` keeps every column; ``default`` is (hub name, config, row limit) of the recipe's
-    Ettin-release data (``release_settings``).
-    """
-    spec, data_config, limit = config.data, config.data_config, config.max_samples
-    if spec is None:
-        if default is None:
-            raise EttinError(f"--data is required: a file or dataset with columns {', '.join(columns)}")
-        spec, default_config, default_limit = default
-        data_config = data_config or default_config
-        limit = limit or default_limit
-    dataset = load_data(spec, columns=columns, split=config.data_split, config_name=data_config,
-                        column_mapping=column_mapping(config), limit=limit)
-    if optional is not None:
-        dataset = dataset.select_columns(list(columns) + [c for c in optional if c in dataset.column_names])
-        check_texts(dataset, [c for c in dataset.column_names if c not in NON_TEXT_COLUMNS], config.data or spec)
-    return dataset
-
-
-def split_held_out(config: RecipeConfig, dataset, group: str | None = None):
-    """(train, held-out rows): --held-out rows, at most a tenth, split off the same way in every run. With ``group``
-    (a column) whole groups go, until that many rows are held out: a query with all its labelled passages."""
-    held_out = min(config.held_out, len(dataset) // 10)
-    if held_out < 1:
-        return dataset, None
-    if group is None:
-        split = dataset.train_test_split(test_size=held_out, seed=0)
-        return split["train"], split["test"]
-    keys = dataset[group]
-    sizes = collections.Counter(keys)
-    chosen, rows = set(), 0
-    for key in random.Random(0).sample(sorted(sizes), len(sizes)):
-        if rows >= held_out:
-            break
-        chosen.add(key)
-        rows += sizes[key]
-    return (dataset.select([i for i, key in enumerate(keys) if key not in chosen]),
-            dataset.select([i for i, key in enumerate(keys) if key in chosen]))
-
-
-def locate_model(config: RecipeConfig, recipe: str, allowed: tuple[str, ...] = ("encoder",)) -> LocatedModel:
+def locate_base_model(config: RecipeConfig, recipe: str, allowed: tuple[str, ...] = ("encoder",)) -> LocatedModel:
     """Find --model, read its configuration and check that the recipe takes its architecture."""
-    return locate_checked(config.model, allowed, purpose=f"the {recipe} recipe")
-
-
-def model_kwargs(runtime) -> dict[str, Any]:
-    return {"attn_implementation": runtime.attn_implementation}
-
-
-def transformer_kwargs(ref, runtime) -> dict[str, Any]:
-    """A sentence-transformers Transformer module's arguments for ``ref``: one revision for its model, tokenizer and
-    config, and the run's attention kernel."""
-    revision = {"revision": ref.revision}
-    return {"model_kwargs": {**model_kwargs(runtime), **revision}, "processor_kwargs": revision, "config_kwargs": revision}
-
-
-def evaluators_for(kind: str, config: RetrievalConfig, held_out=None) -> dict:
-    """The retrieval evaluators of a run, by the prefix their metrics are reported under: the held-out rows as a
-    retrieval task ("held_out_"), --eval-beir (no prefix) and --eval-nanobeir ("nanobeir_")."""
-    from .evaluation import held_out_split, nanobeir_evaluator, retrieval_evaluator
-
-    evaluators = {}
-    if held_out is not None:
-        evaluators["held_out_"] = retrieval_evaluator(kind, held_out_split(held_out), name="held_out")
-    if config.eval_beir:
-        evaluators[""] = retrieval_evaluator(kind, beir_split(config))
-    if config.eval_nanobeir:
-        evaluators["nanobeir_"] = nanobeir_evaluator(kind, config.eval_nanobeir, config.nanobeir_dataset_id)
-    return evaluators
-
-
-def run_evaluators(model, evaluators: dict) -> dict[str, float]:
-    """Run the retrieval evaluators on the main process (the others get {}): NDCG@10, MRR@10 and Recall@100
-    (and sparse models' active dimensions) of each, under its prefix."""
-    from .evaluation import shared_metrics
-
-    results = {}
-    if not is_main_process():
-        return results
-    for prefix, evaluator in evaluators.items():
-        metrics = shared_metrics(evaluator(model), evaluator.primary_metric)
-        results.update({prefix + metric: value for metric, value in metrics.items()})
-    return results
-
-
-def beir_split(config: RetrievalConfig):
-    return load_beir(config.eval_beir, config.eval_beir_split) if config.eval_beir else None
-
-
-def is_main_process() -> bool:
-    """True in the one process that writes (the only one without torchrun/accelerate launch)."""
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
-def wait_for_everyone() -> None:
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
-
-
-def check_run_folder(args) -> str | None:
-    """Refuse a folder that holds a finished run, or an unfinished one without --resume-from-checkpoint; return
-    the checkpoint to resume (``latest``: the newest complete checkpoint-N in the folder), or None."""
-    output_dir, wanted = args.output_dir, args.resume_from_checkpoint
-    if os.path.isdir(os.path.join(output_dir, "final")):
-        raise EttinError(f"output folder {output_dir} already holds a finished run; choose another --output-dir")
-    found = complete_checkpoints(output_dir)
-    if not wanted:
-        if found:
-            raise EttinError(f"output folder {output_dir} holds an unfinished run ({os.path.basename(found[-1][1])}); "
-                             "pass --resume-from-checkpoint latest to continue it, or choose another --output-dir")
-        return None
-    if wanted == "latest":
-        if not found:
-            raise EttinError(f"--resume-from-checkpoint latest: {output_dir} holds no complete checkpoint-N folder; "
-                             "start without the flag")
-        return found[-1][1]
-    if not os.path.isfile(os.path.join(wanted, STATE_FILE)):
-        raise EttinError(f"--resume-from-checkpoint {wanted}: not a complete checkpoint (no {STATE_FILE}); "
-                         "expected a DIR/checkpoint-N folder or 'latest'")
-    return wanted
-
-
-@contextlib.contextmanager
-def output_folder(output_dir: str):
-    """Tidy the run folder when the run fails or is interrupted (Ctrl-C included).
-
-    The main process removes staging folders and incomplete checkpoints, keeps every complete checkpoint-N for
-    --resume-from-checkpoint, and removes the folder itself only if this run created it and nothing complete
-    is in it. (A process killed outright cannot tidy up; the next run into the folder does.)
-    """
-    # The trainers create the (empty) folder when they are built, before this runs.
-    created = not os.path.exists(output_dir) or not os.listdir(output_dir)
-    if is_main_process():
-        remove_unfinished(output_dir)
-    try:
-        yield
-    except BaseException:
-        if is_main_process():
-            remove_unfinished(output_dir)
-            if created and not complete_checkpoints(output_dir) and not os.path.isdir(os.path.join(output_dir, "final")):
-                shutil.rmtree(output_dir, ignore_errors=True)
-        raise
-
-
-def publish_trained(trainer, name: str = "final", finish=None) -> str:
-    """DIR/<name> through a staging folder with the trainer's own saving, which gathers sharded weights
-    (FSDP, DeepSpeed) from every process and writes from the main process; every process calls it.
-    ``finish(folder)`` then completes the saved folder on the main process, before it is published."""
-    path = os.path.join(trainer.args.output_dir, name)
-    staging = staging_folder(path) if is_main_process() else None
-    wait_for_everyone()
-    trainer.save_model(staging_path(path))
-    wait_for_everyone()
-    if staging is not None:
-        if finish is not None:
-            finish(staging)
-        publish(staging, path)
-    wait_for_everyone()
-    return path
-
-
-def publish_from_main(model, tokenizer, output_dir: str, name: str) -> str:
-    """DIR/<name> holding ``model`` and ``tokenizer``, written by the main process alone through a staging folder
-    (for what the trainer does not save, e.g. a LoRA model merged after training)."""
-    path = os.path.join(output_dir, name)
-    if is_main_process():
-        with atomic_folder(path) as staging:
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-    wait_for_everyone()
-    return path
-
-
-def run_settings(config, training_args) -> dict:
-    """config.yaml's content: the recipe's fields and the training arguments that differ from the library's."""
-    defaults = {f.name: f.default for f in dataclasses.fields(training_args) if f.default is not dataclasses.MISSING}
-    changed = {k: v for k, v in to_dict(training_args).items() if k not in defaults or plain(defaults[k]) != v}
-    return {**to_dict(config), "training_arguments": changed}
-
-
-def write_results(output_dir: str, config, training_args, before: dict, after: dict, trainer=None,
-                  extra: dict | None = None) -> None:
-    """config.yaml, metrics.json (plus ``extra`` entries), (with ``trainer``) the log as log_history.jsonl, and
-    the model cards of the published model folders, written by the main process."""
-    if not is_main_process():
-        return
-    os.makedirs(output_dir, exist_ok=True)
-    if trainer is not None:
-        with open(os.path.join(output_dir, "log_history.jsonl"), "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(record) + "\n" for record in trainer.state.log_history)
-    settings = run_settings(config, training_args)
-    with open(os.path.join(output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
-        handle.write(dump_yaml(settings))
-    with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
-        json.dump({"before": before, "after": after, **(extra or {})}, handle, indent=2, ensure_ascii=False)
-    dataset = getattr(trainer, "train_dataset", None)
-    write_model_cards(output_dir, intended_use=config.INTENDED_USE, base_model=config.model, data=config.data,
-                      rows=len(dataset) if hasattr(dataset, "__len__") else None, settings=settings, before=before,
-                      after=after, pipeline_tag=config.PIPELINE_TAG)
-
-
-def skip_last_checkpoint(trainer) -> None:
-    """Save no checkpoint at the last step (the trainers do when checkpoints are on): DIR/final is saved then."""
-    from transformers import TrainerCallback
-
-    class SkipLastCheckpoint(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= state.max_steps:
-                control.should_save = False
-
-    trainer.add_callback(SkipLastCheckpoint())
-
-
-def train_and_save(trainer, config, args, measure, save=None, extra=None) -> None:
-    """Evaluate, train (from --resume-from-checkpoint), evaluate again, then write DIR/final, config.yaml,
-    metrics.json and the log. Right under several processes: every process trains, ``measure`` (the run's evaluation) runs where
-    it must (gathered, or on the main process alone), and only the main process writes.
-
-    ``save()`` publishes the model (default: the trainer's model as DIR/final); ``extra()`` adds entries to
-    metrics.json.
-    """
-    skip_last_checkpoint(trainer)
-    with output_folder(args.output_dir):
-        before = measure()
-        wait_for_everyone()
-        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-        after = measure()
-        (save or (lambda: publish_trained(trainer)))()
-        write_results(args.output_dir, config, args, before, after, trainer, extra=extra() if extra else None)
-        wait_for_everyone()
+    return locate_model(config.model, allowed, purpose=f"the {recipe} recipe")
 
 
 def print_dry_run(config, training_args, model, train_dataset) -> None:

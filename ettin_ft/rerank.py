@@ -25,9 +25,11 @@ from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .evaluation import BM25
 from .models import load_through_library
-from .recipe import (RetrievalConfig, column_mapping, evaluators_for, load_training_data,
-                     locate_model, model_kwargs, parse_recipe, prepare_run, print_dry_run, release_recipe,
-                     release_settings, run_evaluators, split_held_out, train_and_save)
+from .recipe import (RetrievalConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
+                     release_settings)
+from .recipe_data import column_mapping, evaluators_for, load_training_data, run_evaluators, split_held_out
+from .run_folder import RunFolder, SkipLastCheckpoint, publish_trained, write_results
+from .runtime import model_kwargs
 
 DEFAULTS, RELEASE_DATA = release_settings("rerank")
 
@@ -96,7 +98,7 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
     """Train a cross-encoder reranker as ``config`` says; returns the trained CrossEncoder."""
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
-    ref = locate_model(config, "rerank").ref
+    ref = locate_base_model(config, "rerank").ref
     if config.num_negatives < 1:
         raise EttinError(f"--num-negatives must be at least 1, got {config.num_negatives}")
     train, held_out = training_pairs(config)
@@ -108,11 +110,16 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-
     loss = losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                                  callbacks=[SkipLastCheckpoint()])
     save_from_the_writing_process_only(trainer)
-    train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
+    with RunFolder(args.output_dir).tidy_on_failure():
+        before = run_evaluators(model, evaluators)
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+        after = run_evaluators(model, evaluators)
+        publish_trained(trainer)
+        write_results(args.output_dir, config, args, before, after, trainer)
     return model
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -69,6 +70,18 @@ def choose_runtime(
     elif attn_implementation not in ("flash_attention_2", "sdpa", "eager"):
         raise EttinError(f"unknown attention kernel {attn_implementation!r}; expected flash_attention_2, sdpa or eager")
     return Runtime(chosen_device, dtype, attn_implementation)
+
+
+def model_kwargs(runtime) -> dict[str, Any]:
+    """from_pretrained's arguments for the run's attention kernel."""
+    return {"attn_implementation": runtime.attn_implementation}
+
+
+def transformer_kwargs(ref, runtime) -> dict[str, Any]:
+    """A sentence-transformers Transformer module's arguments for ``ref``: one revision for its model, tokenizer and
+    config, and the run's attention kernel."""
+    revision = {"revision": ref.revision}
+    return {"model_kwargs": {**model_kwargs(runtime), **revision}, "processor_kwargs": revision, "config_kwargs": revision}
 
 
 def refuse_sharded_fine_tuning(args) -> None:

@@ -27,9 +27,11 @@ from .errors import EttinError, cli_entry
 from .models import load_checked, lora_target_modules
 from .evaluation import language_model_metrics
 from .tokenizer import add_chat_support
-from .recipe import (RecipeConfig, load_training_data, locate_model, model_kwargs, parse_recipe,
-                     prepare_run, print_dry_run, publish_from_main, publish_trained, release_recipe, release_settings,
-                     split_held_out, train_and_save)
+from .recipe import (RecipeConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
+                     release_settings)
+from .recipe_data import load_training_data, split_held_out
+from .run_folder import RunFolder, SkipLastCheckpoint, publish_from_main, publish_trained, write_results
+from .runtime import model_kwargs
 
 DEFAULTS, RELEASE_DATA = release_settings("sft")
 LORA_DEFAULTS = shipped_config("lora")
@@ -63,7 +65,7 @@ def release_defaults(argv: list[str] | None) -> dict:
 
 
 def locate_decoder(config: SftRecipeConfig):
-    return locate_model(config, "sft", allowed=("decoder",))
+    return locate_base_model(config, "sft", allowed=("decoder",))
 
 
 def build_chat_model(config: SftRecipeConfig, runtime, located=None):
@@ -112,7 +114,7 @@ def build_trainer(config: SftRecipeConfig, args: SFTConfig, model, tokenizer, tr
         completion_only_loss=fmt == "prompt-completion" and not config.all_tokens,
         max_length=config.max_seq_length or args.max_length, eval_strategy=args.eval_strategy if held_out else "no")
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=[SkipLastCheckpoint()])
     route_fused_loss_through_prediction_head(trainer)
     return trainer
 
@@ -130,32 +132,22 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
         return model
     trainer = build_trainer(config, args, model, tokenizer, train, held_out, fmt,
                             peft_config=lora_config(config, located) if config.lora else None)
-    samples = []
-
-    def measure() -> dict:
-        generations = config.eval_generations if fmt == "conversational" else 0
-        metrics, answers = language_model_metrics(trainer, held_out, generations, config.max_new_tokens)
-        samples.append(answers)
-        return metrics
-
-    trained = {}
-
-    def save() -> None:
-        trained["model"] = trainer.accelerator.unwrap_model(trainer.model)
-        trained["model"].config.use_cache = True  # off for packed training only
+    generations = config.eval_generations if fmt == "conversational" else 0
+    with RunFolder(args.output_dir).tidy_on_failure():
+        before, answers_before = language_model_metrics(trainer, held_out, generations, config.max_new_tokens)
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+        after, answers_after = language_model_metrics(trainer, held_out, generations, config.max_new_tokens)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.config.use_cache = True  # off for packed training only
         publish_trained(trainer)  # the adapter with --lora
         if config.merge:
-            trained["model"] = trained["model"].merge_and_unload()
-            trained["model"].config.use_cache = True
-            publish_from_main(trained["model"], tokenizer, args.output_dir, "merged")
-
-    def extra() -> dict:
-        before, after = samples
-        return {"samples": [{"prompt": b["prompt"], "reference": b["reference"], "answer_before": b["answer"],
-                             "answer_after": a["answer"]} for b, a in zip(before, after)][:5]}
-
-    train_and_save(trainer, config, args, measure, save=save, extra=extra)
-    return trained["model"]
+            model = model.merge_and_unload()
+            model.config.use_cache = True
+            publish_from_main(model, tokenizer, args.output_dir, "merged")
+        samples = [{"prompt": b["prompt"], "reference": b["reference"], "answer_before": b["answer"],
+                    "answer_after": a["answer"]} for b, a in zip(answers_before, answers_after)][:5]
+        write_results(args.output_dir, config, args, before, after, trainer, extra={"samples": samples})
+    return model
 
 
 def release(output_dir: str, **overrides):

@@ -20,9 +20,11 @@ from transformers import set_seed
 from .compat import save_from_the_writing_process_only
 from .errors import cli_entry
 from .models import load_through_library
-from .recipe import (RetrievalConfig, evaluators_for, load_training_data, locate_model, parse_recipe, prepare_run,
-                     print_dry_run, release_recipe, release_settings, run_evaluators, split_held_out, train_and_save,
-                     transformer_kwargs)
+from .recipe import (RetrievalConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
+                     release_settings)
+from .recipe_data import evaluators_for, load_training_data, run_evaluators, split_held_out
+from .run_folder import RunFolder, SkipLastCheckpoint, publish_trained, write_results
+from .runtime import transformer_kwargs
 
 DEFAULTS, RELEASE_DATA = release_settings("sparse")
 
@@ -37,7 +39,7 @@ class SparseConfig(RetrievalConfig):
 
 
 def build_splade(config: SparseConfig, runtime, located=None) -> SparseEncoder:
-    ref = (located or locate_model(config, "sparse")).ref
+    ref = (located or locate_base_model(config, "sparse")).ref
     mlm = load_through_library(ref, lambda: Transformer(
         ref.path, transformer_task="fill-mask", max_seq_length=config.max_seq_length, **transformer_kwargs(ref, runtime)),
         lambda built: built.auto_model)
@@ -48,7 +50,7 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     """Train a SPLADE model as ``config`` says; returns the trained SparseEncoder."""
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
-    located = locate_model(config, "sparse")
+    located = locate_base_model(config, "sparse")
     train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=["negative"],
                                                                 default=RELEASE_DATA))
     evaluators = evaluators_for("sparse", config, held_out)
@@ -59,9 +61,15 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     loss = losses.SpladeLoss(model, losses.SparseMultipleNegativesRankingLoss(model),
                              query_regularizer_weight=config.query_regularizer_weight,
                              document_regularizer_weight=config.document_regularizer_weight)
-    trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                                   callbacks=[SkipLastCheckpoint()])
     save_from_the_writing_process_only(trainer)
-    train_and_save(trainer, config, args, lambda: run_evaluators(model, evaluators))
+    with RunFolder(args.output_dir).tidy_on_failure():
+        before = run_evaluators(model, evaluators)
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+        after = run_evaluators(model, evaluators)
+        publish_trained(trainer)
+        write_results(args.output_dir, config, args, before, after, trainer)
     return model
 
 

@@ -13,7 +13,6 @@ macro-average) and DIR/items.jsonl (each item's per-choice log-likelihoods and t
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from dataclasses import dataclass, field
 
@@ -23,8 +22,8 @@ from accelerate.utils import gather_object
 from .config import parse_config
 from .data.zeroshot import Task, load_tasks
 from .errors import EttinError, check_output_dir, cli_entry
-from .folders import write_probe_results
 from .models import load_model, load_tokenizer, locate_model
+from .run_folder import RunFolder, write_probe_results
 from .runtime import choose_runtime
 from .scoring import ENCODER_SCORING, Scorer, encode_request, trained_with_mntp
 
@@ -98,8 +97,7 @@ def run_zeroshot(config: ZeroShotConfig) -> dict:
     if not config.model:
         raise EttinError("--model is required: an encoder or decoder (short name, hub id or folder)")
     check_output_dir(config.output_dir)
-    if os.path.isfile(os.path.join(config.output_dir, "metrics.json")):
-        raise EttinError(f"output folder {config.output_dir} already holds zero-shot results; choose another --output-dir")
+    RunFolder(config.output_dir).refuse_finished("zero-shot results")
     tasks = load_tasks(config.data, config.tasks, config.limit)
     located = locate_model(config.model, purpose="zero-shot scoring")
     tokenizer = load_tokenizer(located)
@@ -115,10 +113,7 @@ def run_zeroshot(config: ZeroShotConfig) -> dict:
     PartialState().print(f"{located.ref.describe()} ({located.arch}; {scoring}) on {len(tasks)} task(s):")
     metrics, records = score_tasks(scorer, tokenizer, tasks)
     metrics = {"model": config.model, "arch": located.arch, "scoring": scoring, **metrics}
-    state = PartialState()
-    if state.is_main_process:  # everything is scored before the folder is made
-        write_probe_results(config.output_dir, records, metrics)
-    state.wait_for_everyone()
+    write_probe_results(config.output_dir, records, metrics)  # everything is scored before the folder is made
     return metrics
 
 

@@ -209,6 +209,11 @@ def test_seeds_run_apart_and_are_summarised(pretrained_tiny, world100_dir, tmp_p
     assert (out / "seed-1" / "final" / "config.json").exists() and (out / "config.yaml").exists()
     status, _, printed = run_cli_main("classify", capsys, *args)
     assert status == 0 and printed.count("finished earlier, kept") == 2
+    # resuming the study: the finished seeds are kept, a seed that never started starts
+    more = [value if value != "0,1" else "0,1,2" for value in args]
+    status, err, printed = run_cli_main("classify", capsys, *more, "--resume-from-checkpoint", "latest")
+    assert status == 0 and printed.count("finished earlier, kept") == 2, err[-3:]
+    assert set(metrics_of(out)["seeds"]) == {"0", "1", "2"} and (out / "seed-2" / "final").is_dir()
 
 
 def test_task_defaults_follow_modernbert_glue(pretrained_tiny, tmp_path, capsys):

@@ -348,9 +348,13 @@ def test_the_size_comes_from_init_and_ignored_flags_are_refused(tiny_encoder_dir
 
 
 def test_existing_run_needs_resume_and_dry_run_prints_config(world_dir, tmp_path, capsys):
-    assert run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "run", "--max-steps", "4"))[0] == 0
-    status, err, _ = run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "run", "--max-steps", "4"))
-    assert status == 2 and "pass --resume" in err[-1]
+    run = small_run(world_dir / "pretrain.txt", tmp_path / "run", "--max-steps", "4", "--save-every", "2")
+    assert run_main(capsys, *run)[0] == 0
+    status, err, _ = run_main(capsys, *run)
+    assert status == 2 and err[-1] == f"error: output folder {tmp_path / 'run'} already holds a finished run; choose another --output-dir"
+    (tmp_path / "run" / "metrics.json").unlink()  # as if killed after its last checkpoint: unfinished
+    status, err, _ = run_main(capsys, *run)
+    assert status == 2 and "holds an unfinished run (checkpoint-2); pass --resume to continue it" in err[-1], err
     status, _, dry = run_main(capsys, "--config", "configs/pretrain/150m-encoder-phase1.yaml", "--dry-run")
     assert status == 0 and "lr: 0.0008" in dry and "size: 150m" in dry
 

@@ -230,7 +230,7 @@ def test_labelled_rows_are_held_out_by_whole_queries():
     the same rows in every run."""
     import datasets
 
-    from ettin_ft.recipe import split_held_out
+    from ettin_ft.recipe_data import split_held_out
     from ettin_ft.rerank import RerankConfig
 
     rows = datasets.Dataset.from_list([{"query": f"q{q}", "passage": f"p{q}-{i}", "label": int(i == 0)}

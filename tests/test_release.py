@@ -87,6 +87,7 @@ def test_train_checks_inputs_as_the_command_line_does(recipe, config_name, argum
     with pytest.raises(EttinError, match="is an existing file; expected a folder"):
         train(config_class(model=str(model), data=data), arguments_class(output_dir=str(a_file)))
     (tmp_path / "done" / "final").mkdir(parents=True)
+    (tmp_path / "done" / "metrics.json").write_text("{}")  # written last: the run finished
     with pytest.raises(EttinError, match="already holds a finished run"):
         train(config_class(model=str(model), data=data), arguments_class(output_dir=str(tmp_path / "done")))
     with pytest.raises(EttinError, match="does not exist"):

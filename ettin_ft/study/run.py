@@ -10,21 +10,15 @@ import sys
 import time
 from dataclasses import replace
 
-from ..folders import complete_checkpoints
-from .plan import PROBES, Run, StudyConfig, plan
+from ..run_folder import RunFolder
+from .plan import Run, StudyConfig, plan
 from .report import write_report, write_table
-
-def finished(run: Run, recipe: str) -> bool:
-    return os.path.isfile(os.path.join(run.folder, "metrics.json")) and (
-        recipe in PROBES or os.path.isdir(os.path.join(run.folder, "final")))
-
-
 
 def command(run: Run, config: StudyConfig, recipe_args: list[str]) -> list[str]:
     start = shlex.split(config.launcher) if config.launcher else [sys.executable]
     seed = ["--seed", str(run.seed)] if run.seed is not None else []
     # a run interrupted earlier goes on from its last checkpoint
-    resume = ["--resume-from-checkpoint", "latest"] if complete_checkpoints(run.folder) else []
+    resume = ["--resume-from-checkpoint", "latest"] if RunFolder(run.folder).checkpoints else []
     return [*start, "-m", f"ettin_ft.{config.recipe}", "--model", run.spec, "--output-dir", run.folder, *seed,
             *resume, *recipe_args, *run.extra_args]
 
@@ -42,7 +36,7 @@ def error_line(log_path: str) -> str:
 def execute(run: Run, config: StudyConfig, recipe_args: list[str], log_dir: str) -> dict:
     """Run one recipe run in its own process (kept if finished earlier); its row for the table."""
     row = {"status": "ok", "reused": True, "error": "", "wall_s": None}
-    if not finished(run, config.recipe):
+    if not RunFolder(run.folder).finished:
         os.makedirs(log_dir, exist_ok=True)
         log_path = os.path.join(log_dir, os.path.relpath(run.folder, config.output_dir).replace(os.sep, "_") + ".log")
         started = time.perf_counter()
@@ -52,7 +46,7 @@ def execute(run: Run, config: StudyConfig, recipe_args: list[str], log_dir: str)
             result = subprocess.run(command(run, config, recipe_args), stdout=log, stderr=subprocess.STDOUT,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
         row.update(reused=False, wall_s=round(time.perf_counter() - started, 1))
-        if result.returncode != 0 or not finished(run, config.recipe):
+        if result.returncode != 0 or not RunFolder(run.folder).finished:
             row.update(status="failed", error=f"exit {result.returncode}: {error_line(log_path)} (log: {log_path})")
             return row
     with open(os.path.join(run.folder, "metrics.json"), encoding="utf-8") as handle:

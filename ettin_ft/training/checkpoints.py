@@ -1,5 +1,5 @@
-"""Pretraining checkpoints: complete ones only (written under a staging name, then renamed), pruning, the
-output-folder guard, and resuming from the latest."""
+"""Pretraining checkpoints: complete ones only (written under a staging name, then renamed), pruning, and resuming
+from the latest."""
 
 from __future__ import annotations
 
@@ -47,17 +47,6 @@ def save_checkpoint(accelerator, module, tokenizer, output_dir: str, name: str, 
 def prune_checkpoints(output_dir: str, keep: int) -> None:
     for _, path in complete_checkpoints(output_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def check_output_dir(config) -> None:
-    """Refuse to mix runs: a folder with checkpoints or a final model needs --resume (or a new folder)."""
-    if config.resume:
-        return
-    if complete_checkpoints(config.output_dir) or os.path.isdir(os.path.join(config.output_dir, "final")):
-        raise EttinError(
-            f"output folder {config.output_dir} already holds a run; pass --resume to continue it "
-            "or choose another --output-dir"
-        )
 
 
 def resume(accelerator, output_dir: str) -> tuple[int, list, dict | None]:

@@ -30,9 +30,10 @@ from ..hub import locate
 from ..compat import accelerator_state_of_its_own
 from ..models import build_model, load_model, locate_model
 from ..process_state import transformers_progress_bars
+from ..run_folder import RunFolder
 from ..runtime import choose_runtime
 from ..tokenizer import set_post_processing, train_tokenizer
-from .checkpoints import check_output_dir, complete_checkpoints, prune_checkpoints, resume, save_checkpoint
+from .checkpoints import prune_checkpoints, resume, save_checkpoint
 from .data import PackedRows, StreamedRows, held_out_examples, load_documents, tokenize_documents
 from .objectives import PretrainingModule
 from .packing import SpecialIds
@@ -183,17 +184,13 @@ def train_step(module, accelerator, optimizer, micro_batches: list[dict], max_gr
 def pretrain(config) -> str:
     """Train as ``config`` says; returns the path of the final model folder (DIR/final).
 
-    A run that fails before its first checkpoint removes the output folder it created.
+    A run that fails before its first checkpoint removes the output folder it created (``RunFolder``).
     """
-    created = not os.path.exists(config.output_dir)
-    try:
-        # per-save shard bars would break the run's own progress bar
-        with accelerator_state_of_its_own(), transformers_progress_bars(shown=False):
-            return _pretrain(config)
-    except BaseException:
-        if created and not complete_checkpoints(config.output_dir):
-            shutil.rmtree(config.output_dir, ignore_errors=True)
-        raise
+    folder = RunFolder(config.output_dir, resume_flag="--resume")
+    folder.resume_point("latest" if config.resume else None, start_if_new=True)  # refuses mixing runs
+    # per-save shard bars would break the run's own progress bar
+    with folder.tidy_on_failure(), accelerator_state_of_its_own(), transformers_progress_bars(shown=False):
+        return _pretrain(config)
 
 
 @dataclass
@@ -221,7 +218,6 @@ class PretrainingRun:
 def set_up(config) -> PretrainingRun:
     """Runtime, accelerator, documents, tokenizer, model, optimiser and schedule, then this process's rows from the
     run's next step (tokenised once, or streamed) and the held-out batches."""
-    check_output_dir(config)
     runtime = choose_runtime(precision=config.precision, attn_implementation=config.attn_implementation, cpu_bf16=True)
     accelerator, trackers = make_accelerator(config, runtime)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -332,8 +328,6 @@ def publish(config, run: PretrainingRun, padding: float) -> str:
         after = {k: v for k, v in last.items() if k.startswith("eval_")}
         train_summary = {"steps": config.max_steps, "loss": last["loss"], "tokens_per_second": last["tokens_per_second"],
                          "mfu": last["mfu"], "padding_share": padding}
-        with open(os.path.join(config.output_dir, "metrics.json"), "w") as handle:
-            json.dump({"before": run.before, "after": after, "train": train_summary}, handle, indent=2)
         use = {"encoder": "a base encoder (masked-language model: fill-mask) to fine-tune into embedders, rerankers "
                           "and classifiers", "decoder": "a base decoder (causal language model) to fine-tune into chat "
                           "models and classifiers, or to score text"}[config.arch]
@@ -341,6 +335,7 @@ def publish(config, run: PretrainingRun, padding: float) -> str:
                           rows=run.documents, settings=to_dict(config), before=run.before, after=after,
                           pipeline_tag="fill-mask" if config.arch == "encoder" else "text-generation")
         shutil.rmtree(os.path.join(config.output_dir, "tokenized"), ignore_errors=True)  # kept for --resume only
+        RunFolder(config.output_dir).mark_finished({"before": run.before, "after": after, "train": train_summary})
         accelerator.print(f"saved {final}: held-out loss {run.before['eval_loss']:.4f} -> {after['eval_loss']:.4f}")
     accelerator.end_training()
     return final
