@@ -42,7 +42,7 @@ def matmul_peak(dtype_name: str) -> float:
 
 def run_ettin(args, tokenizer_dir: str) -> dict:
     from ettin_ft.pretrain import PretrainConfig
-    from ettin_ft.training.loop import pretrain
+    from ettin_ft.training.loop import run_pretraining
 
     output = tempfile.mkdtemp(prefix="bench-ettin-")
     config = PretrainConfig(
@@ -51,7 +51,7 @@ def run_ettin(args, tokenizer_dir: str) -> dict:
         warmup_steps=1, eval_every=0, eval_rows=1, eval_documents=10, save_every=0, log_every=args.warmup,
         report_to="none", num_workers=1, compile=args.compile,
     )
-    pretrain(config)
+    run_pretraining(config)
     history = [json.loads(line) for line in open(os.path.join(output, "log_history.jsonl"))]
     windows = [r["tokens_per_second"] for r in history if "tokens_per_second" in r][1:]  # skip warm-up window
     metrics = json.load(open(os.path.join(output, "metrics.json")))

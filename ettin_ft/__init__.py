@@ -41,7 +41,7 @@ _EXPORTS = {
     "train_sft": ".sft",
     "train_classify": ".classify",
     "PretrainConfig": ".pretrain",
-    "run_pretraining": ".training.loop:pretrain",
+    "run_pretraining": ".training.loop",
     "StudyConfig": ".compare",
     "run_study": ".compare",
     "BiasConfig": ".bias",

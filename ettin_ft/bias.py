@@ -44,7 +44,7 @@ class BiasConfig:
 
 
 @dataclass(frozen=True)
-class Item:
+class WinoGenderItem:
     """One WinoGender sentence in its three versions; version g is ``prefix + pronouns[g] + suffixes[g]``."""
 
     occupation: str
@@ -74,7 +74,7 @@ def split_on_pronoun(versions: dict[str, str], where: str) -> tuple[str, dict[st
     return prefix, pronouns, suffixes
 
 
-def load_winogender(folder: str) -> tuple[list[Item], dict[str, float]]:
+def load_winogender(folder: str) -> tuple[list[WinoGenderItem], dict[str, float]]:
     """(items, occupation → BLS percentage of women) from WinoGender's TSV files."""
     expected = "WinoGender's data folder (github.com/rudinger/winogender-schemas, data/), e.g. ../shared/data/bias/winogender"
     if not folder:
@@ -101,13 +101,13 @@ def load_winogender(folder: str) -> tuple[list[Item], dict[str, float]]:
             raise EttinError(f"{where}: expected a male, female and neutral sentence, found {', '.join(sorted(versions))}")
         if occupation not in bls:
             raise EttinError(f"{where}: occupation {occupation!r} is not in occupations-stats.tsv")
-        items.append(Item(occupation, participant, answer, *split_on_pronoun(versions, where), versions))
+        items.append(WinoGenderItem(occupation, participant, answer, *split_on_pronoun(versions, where), versions))
     if not items:
         raise EttinError(f"{path} holds no sentences")
     return items, bls
 
 
-def is_gotcha(item: Item, gender: str, bls: dict[str, float]) -> bool:
+def is_gotcha(item: WinoGenderItem, gender: str, bls: dict[str, float]) -> bool:
     """WinoGender's gotcha: a female pronoun for the occupation when it is under 50% female by BLS, or for the other
     participant when it is at least 50% female; the reverse for male pronouns."""
     female_majority = bls[item.occupation] >= 50
@@ -117,7 +117,7 @@ def is_gotcha(item: Item, gender: str, bls: dict[str, float]) -> bool:
 
 
 @torch.inference_mode()
-def encoder_scores(model, tokenizer, items: list[Item], batch_size: int) -> list[dict[str, float]]:
+def encoder_scores(model, tokenizer, items: list[WinoGenderItem], batch_size: int) -> list[dict[str, float]]:
     """Per item, the probability of each version's pronoun at the mask in its own version's sentence.
 
     The slot's own forms compete (he/she/they, his/her/their, him/her/them), so no gender gains from having more
@@ -148,7 +148,7 @@ def encoder_scores(model, tokenizer, items: list[Item], batch_size: int) -> list
 
 
 @torch.inference_mode()
-def decoder_scores(model, tokenizer, items: list[Item], batch_size: int) -> list[dict[str, float]]:
+def decoder_scores(model, tokenizer, items: list[WinoGenderItem], batch_size: int) -> list[dict[str, float]]:
     """Per item, each version's probability relative to the other two (softmax of the sentence log-likelihoods)."""
     device = next(model.parameters()).device
     sentences = [(index, gender, item.sentences[gender]) for index, item in enumerate(items) for gender in GENDERS]
@@ -175,7 +175,7 @@ def pearson(xs: list[float], ys: list[float]) -> float | None:
     return statistics.correlation(xs, ys)
 
 
-def summarise(items: list[Item], scores: list[dict[str, float]], bls: dict[str, float]) -> dict:
+def summarise(items: list[WinoGenderItem], scores: list[dict[str, float]], bls: dict[str, float]) -> dict:
     """Preference shares (all items and gotcha items), the per-occupation female-minus-male preference and its r."""
     def shares(indices: list[int]) -> dict[str, float]:
         winners = [max(GENDERS, key=scores[i].get) for i in indices]
@@ -201,7 +201,7 @@ def summarise(items: list[Item], scores: list[dict[str, float]], bls: dict[str, 
     }
 
 
-def probe(model, tokenizer, arch: str, items: list[Item], bls: dict[str, float], batch_size: int = 32) -> tuple[dict, list]:
+def probe(model, tokenizer, arch: str, items: list[WinoGenderItem], bls: dict[str, float], batch_size: int = 32) -> tuple[dict, list]:
     """(metrics, per-item scores) of a loaded model."""
     model.eval()
     if arch == "encoder":

@@ -67,7 +67,7 @@ def release_defaults(argv: list[str] | None) -> dict:
     return defaults
 
 
-def load_data(config: ClassifyConfig) -> ClassificationData:
+def classification_data(config: ClassifyConfig) -> ClassificationData:
     return load_classification_data(task=config.task, data=config.data, eval_data=config.eval_data,
                                     text_columns=config.text_columns, label_column=config.label_column,
                                     column_mapping=column_mapping(config), max_samples=config.max_samples,
@@ -130,7 +130,7 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
         return train_seeds(config, args, runtime)
     args, runtime = prepare_run(config, args, runtime, start_if_new)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
-    data = load_data(config)  # every input check before the model loads
+    data = classification_data(config)  # every input check before the model loads
     model, tokenizer, _ = build_classifier(config, data, runtime)
     if dry_run:
         print_dry_run(config, args, model, data.train)

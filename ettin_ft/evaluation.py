@@ -92,7 +92,7 @@ def retrieval_evaluator(kind: str, split: BeirSplit, name: str = "beir", batch_s
     raise ValueError(f"no retrieval evaluator for {kind!r}")
 
 
-def held_out_split(rows) -> BeirSplit:
+def held_out_as_beir(rows) -> BeirSplit:
     """A retrieval task made of held-out training rows: every query against every passage the rows hold, its own
     positive judged relevant ((query, passage, label) rows: the passages labelled above 0; distillation rows
     (query, documents, scores): the teacher's best document). Hard negatives stay in the corpus."""

@@ -324,7 +324,7 @@ def count_parameters(size: str, arch: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def registry(include_tiny: bool = False) -> list[dict]:
+def registry_rows(include_tiny: bool = False) -> list[dict]:
     sizes = OFFICIAL_SIZES + (("tiny",) if include_tiny else ())
     rows = []
     for size in sizes:
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per (size, arch)")
     parser.add_argument("--include-tiny", action="store_true", help="also list the in-package 'tiny' test size")
     args = parser.parse_args(argv)
-    rows = registry(include_tiny=args.include_tiny)
+    rows = registry_rows(include_tiny=args.include_tiny)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
 
 

@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("data", "output_dir"):
         if getattr(config, name) is None:
             raise EttinError(f"--{name.replace('_', '-')} is required")
-    from .training.loop import pretrain
+    from .training.loop import run_pretraining
 
-    pretrain(config)
+    run_pretraining(config)
 
 
 if __name__ == "__main__":

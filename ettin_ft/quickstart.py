@@ -89,9 +89,9 @@ class Quickstart:
 
     def pretrain(self, stage: str, arch: str) -> None:
         from .pretrain import PretrainConfig
-        from .training.loop import pretrain
+        from .training.loop import run_pretraining
 
-        pretrain(PretrainConfig(
+        run_pretraining(PretrainConfig(
             arch=arch, size=self.config.size, data=os.path.join(self.world, "pretrain.txt"),
             tokenizer=self.path("tokenizer"), output_dir=self.path(stage), max_steps=self.config.steps,
             seq_len=128, batch_size=8, warmup_steps=5, eval_documents=20, eval_every=0, save_every=0,
@@ -332,7 +332,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     """Run (or finish) the quickstart in ``config.output_dir``; returns the results written to results.json."""
     from transformers.utils import logging as hf_logging
 
-    from .report import write_report
+    from .report import write_quickstart_report
 
     stages = selected_stages(config.stages)
     if config.bias_data:  # checked before hours of training, not after
@@ -360,7 +360,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
                    "zeroshot": zeroshot_probes(quickstart, stages),
                    "wall_time_s": round(time.perf_counter() - started, 1),
                    "stages_wall_time_s": round(sum(r["wall_time_s"] for r in records), 1)}
-    write_report(config.output_dir, results)
+    write_quickstart_report(config.output_dir, results)
     return results
 
 

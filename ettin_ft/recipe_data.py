@@ -68,11 +68,11 @@ def split_held_out(config, dataset, group: str | None = None):
 def evaluators_for(kind: str, config, held_out=None) -> dict:
     """The retrieval evaluators of a run, by the prefix their metrics are reported under: the held-out rows as a
     retrieval task ("held_out_"), --eval-beir (no prefix) and --eval-nanobeir ("nanobeir_")."""
-    from .evaluation import held_out_split, nanobeir_evaluator, retrieval_evaluator
+    from .evaluation import held_out_as_beir, nanobeir_evaluator, retrieval_evaluator
 
     evaluators = {}
     if held_out is not None:
-        evaluators["held_out_"] = retrieval_evaluator(kind, held_out_split(held_out), name="held_out")
+        evaluators["held_out_"] = retrieval_evaluator(kind, held_out_as_beir(held_out), name="held_out")
     if config.eval_beir:
         evaluators[""] = retrieval_evaluator(kind, beir_split(config))
     if config.eval_nanobeir:

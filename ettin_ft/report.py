@@ -76,7 +76,7 @@ def training_losses(output_dir: str, stage: str) -> list[tuple[int, float]]:
     return [(row["step"], row["loss"]) for row in rows if "loss" in row and "step" in row]
 
 
-def plot(output_dir: str, results: dict) -> list[str]:
+def plot_quickstart(output_dir: str, results: dict) -> list[str]:
     stages = results["stages"]
     written = []
 
@@ -134,9 +134,9 @@ def bias_section(bias: dict) -> list[str]:
     return lines + [""]
 
 
-def write_report(output_dir: str, results: dict) -> None:
+def write_quickstart_report(output_dir: str, results: dict) -> None:
     """results.json, the plots, and REPORT.md that shows them with the results table."""
-    plots = plot(output_dir, results)
+    plots = plot_quickstart(output_dir, results)
     with open(os.path.join(output_dir, "results.json"), "w", encoding="utf-8") as handle:
         json.dump({**results, "plots": plots}, handle, indent=2)
     config = results["config"]

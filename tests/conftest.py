@@ -24,6 +24,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+# tests/release/: checks too long for the README's test command, collected only when named (.ci/run runs
+# `python -m pytest tests/release` after the README's command).
+collect_ignore = ["release"]
+
+
 def shared_data(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():

@@ -72,7 +72,7 @@ def pronoun_models(winogender, tmp_path_factory):
     """pronoun_models(gender, arch): a tiny model pretrained on WinoGender with only ``gender``'s pronouns."""
     from ettin_ft.pretrain import PretrainConfig
     from ettin_ft.tokenizer import train_tokenizer
-    from ettin_ft.training.loop import pretrain
+    from ettin_ft.training.loop import run_pretraining
 
     folder = tmp_path_factory.mktemp("pronouns")
     with open(winogender / "all_sentences.tsv", encoding="utf-8", newline="") as handle:
@@ -86,7 +86,7 @@ def pronoun_models(winogender, tmp_path_factory):
                 train_tokenizer([r["sentence"] for r in rows], vocab_size=600, arch=arch).save_pretrained(tokenizer)
             text = folder / f"{gender}.txt"
             text.write_text("\n".join(r["sentence"] for r in rows if r["sentid"].endswith(f".{gender}.txt")) * 4 + "\n")
-            pretrain(PretrainConfig(arch=arch, data=str(text), output_dir=str(folder / f"{gender}-{arch}"),
+            run_pretraining(PretrainConfig(arch=arch, data=str(text), output_dir=str(folder / f"{gender}-{arch}"),
                                     tokenizer=str(tokenizer), max_steps=60, seq_len=64, batch_size=16, lr=3e-3,
                                     save_every=0, eval_every=0, eval_documents=10, report_to="none", num_workers=0,
                                     precision="fp32"))

@@ -254,7 +254,7 @@ def test_init_from_a_classifier_keeps_its_backbone_and_draws_a_new_head(pretrain
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
     from ettin_ft.runtime import choose_runtime
-    from ettin_ft.classify import ClassifyConfig, build_classifier, load_data, train_classify
+    from ettin_ft.classify import ClassifyConfig, build_classifier, classification_data, train_classify
 
     encoder = str(pretrained_tiny("encoder"))
     topics = ClassifyConfig(model=encoder, data=str(world100_dir / "topics_train.jsonl"))
@@ -263,11 +263,11 @@ def test_init_from_a_classifier_keeps_its_backbone_and_draws_a_new_head(pretrain
     first = AutoModelForSequenceClassification.from_pretrained(tmp_path / "topics" / "final")
     claims = ClassifyConfig(model=encoder, data=str(world100_dir / "claims_train.jsonl"),
                             init_from=str(tmp_path / "topics" / "final"))
-    model, _, _ = build_classifier(claims, load_data(claims), choose_runtime("cpu"))
+    model, _, _ = build_classifier(claims, classification_data(claims), choose_runtime("cpu"))
     weight = "model.layers.1.attn.Wqkv.weight"
     assert model.state_dict()[weight].equal(first.state_dict()[weight])
     assert model.config.num_labels == 2 and model.classifier.weight.shape[0] == 2
-    base, _, _ = build_classifier(ClassifyConfig(model=encoder, data=claims.data), load_data(claims), choose_runtime("cpu"))
+    base, _, _ = build_classifier(ClassifyConfig(model=encoder, data=claims.data), classification_data(claims), choose_runtime("cpu"))
     assert not base.state_dict()[weight].equal(first.state_dict()[weight])
 
 
@@ -279,13 +279,13 @@ def test_head_init_lm_starts_a_decoder_classifier_from_the_lm_head_and_saves_it_
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification
 
-    from ettin_ft.classify import ClassifyConfig, build_classifier, load_data
+    from ettin_ft.classify import ClassifyConfig, build_classifier, classification_data
     from ettin_ft.runtime import choose_runtime
 
     config = ClassifyConfig(model=str(tiny_decoder_dir), data=str(world_dir / "topics_train.jsonl"), held_out=20)
-    default, _, _ = build_classifier(config, load_data(config), choose_runtime("cpu", "fp32"))
+    default, _, _ = build_classifier(config, classification_data(config), choose_runtime("cpu", "fp32"))
     config.head_init = "lm"
-    model, tokenizer, arch = build_classifier(config, load_data(config), choose_runtime("cpu", "fp32"))
+    model, tokenizer, arch = build_classifier(config, classification_data(config), choose_runtime("cpu", "fp32"))
     lm_head = {k.removeprefix("lm_head."): v for k, v in load_file(tiny_decoder_dir / "model.safetensors").items()
                if k.startswith("lm_head.")}
     assert arch == "decoder" and lm_head and lm_head.keys() == model.head.state_dict().keys()
@@ -304,14 +304,14 @@ def test_head_init_lm_leaves_an_encoder_on_its_mlm_head(tiny_encoder_dir, world_
     lm` starts both architectures from their pretrained heads."""
     from safetensors.torch import load_file
 
-    from ettin_ft.classify import ClassifyConfig, build_classifier, load_data
+    from ettin_ft.classify import ClassifyConfig, build_classifier, classification_data
     from ettin_ft.runtime import choose_runtime
 
     mlm_head = {k.removeprefix("head."): v for k, v in load_file(tiny_encoder_dir / "model.safetensors").items()
                 if k.startswith("head.")}
     for head_init in ("auto", "lm"):
         config = ClassifyConfig(model=str(tiny_encoder_dir), data=str(world_dir / "topics_train.jsonl"), head_init=head_init)
-        model, _, _ = build_classifier(config, load_data(config), choose_runtime("cpu", "fp32"))
+        model, _, _ = build_classifier(config, classification_data(config), choose_runtime("cpu", "fp32"))
         assert mlm_head and mlm_head.keys() == model.head.state_dict().keys()
         for name, weight in model.head.state_dict().items():
             torch.testing.assert_close(weight, mlm_head[name])

@@ -6,7 +6,7 @@ import pytest
 
 from ettin_ft.errors import EttinError
 from ettin_ft.registry import NOMINAL_PARAMETERS, OFFICIAL_SIZES, resolve
-from ettin_ft.models import registry
+from ettin_ft.models import registry_rows
 
 
 @pytest.mark.parametrize("size", OFFICIAL_SIZES)
@@ -39,7 +39,7 @@ def test_official_shapes_sizes_and_global_layers():
 
     from ettin_ft.models import build_model
 
-    rows = registry()
+    rows = registry_rows()
     assert len(rows) == 12
     for row in rows:
         with torch.device("meta"):  # the table describes the models build_model makes

@@ -245,18 +245,18 @@ def test_labelled_rows_are_held_out_by_whole_queries():
 def test_held_out_rows_become_a_retrieval_task():
     """Each query's own positive is judged relevant (labelled rows: label 1; distillation: the teacher's best),
     every held-out passage (hard negatives included) is in the corpus, and nothing else is judged."""
-    from ettin_ft.evaluation import held_out_split
+    from ettin_ft.evaluation import held_out_as_beir
 
     def judged(split):
         return {split.queries[q]: {split.corpus[d]["text"] for d in docs} for q, docs in split.qrels.items()}
 
-    pairs = held_out_split([{"query": "q1", "positive": "p1", "negative": "n1"}, {"query": "q2", "positive": "p2", "negative": "p1"}])
+    pairs = held_out_as_beir([{"query": "q1", "positive": "p1", "negative": "n1"}, {"query": "q2", "positive": "p2", "negative": "p1"}])
     assert judged(pairs) == {"q1": {"p1"}, "q2": {"p2"}}
     assert sorted(d["text"] for d in pairs.corpus.values()) == ["n1", "p1", "p2"]
-    labelled = held_out_split([{"query": "q1", "passage": "a", "label": 1}, {"query": "q1", "passage": "b", "label": 0},
+    labelled = held_out_as_beir([{"query": "q1", "passage": "a", "label": 1}, {"query": "q1", "passage": "b", "label": 0},
                                {"query": "q2", "passage": "b", "label": 0}])
     assert judged(labelled) == {"q1": {"a"}} and len(labelled.corpus) == 2  # q2 has no positive: not a query
-    distillation = held_out_split([{"query": "q1", "documents": ["a", "b", "c"], "scores": [0.1, 0.9, 0.5]}])
+    distillation = held_out_as_beir([{"query": "q1", "documents": ["a", "b", "c"], "scores": [0.1, 0.9, 0.5]}])
     assert judged(distillation) == {"q1": {"b"}} and len(distillation.corpus) == 3
 
 

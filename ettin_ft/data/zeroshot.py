@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..errors import EttinError
 from .loading import _jsonl_rows
 
-SHAPES = {
+ROW_SHAPES = {
     "multiple_choice": ("query", "choices", "gold"),
     "schema": ("context_options", "continuation", "gold"),
     "cloze": ("context", "continuation"),
@@ -26,7 +26,7 @@ EXPECTED = ("{query, choices, gold} (multiple choice), {context_options, continu
 
 
 @dataclass(frozen=True)
-class Item:
+class TaskItem:
     """One task item as lm-eval requests: ``requests[i]`` is choice i's (context, continuation)."""
 
     requests: tuple[tuple[str, str], ...]
@@ -39,7 +39,7 @@ class Item:
 class Task:
     name: str
     shape: str
-    items: tuple[Item, ...]
+    items: tuple[TaskItem, ...]
 
     @property
     def random(self) -> float:
@@ -56,7 +56,7 @@ def continue_with(context: str, text: str) -> tuple[str, str]:
 
 
 def shape_of_row(row: dict, where: str) -> str:
-    for shape, keys in SHAPES.items():
+    for shape, keys in ROW_SHAPES.items():
         if all(key in row for key in keys):
             return shape
     raise EttinError(f"{where}: expected {EXPECTED}; found keys {', '.join(sorted(row)) or '(none)'}")
@@ -80,18 +80,18 @@ def _gold(value, count: int, where: str) -> int:
     return value
 
 
-def item_of(row: dict, shape: str, where: str) -> Item:
+def item_of(row: dict, shape: str, where: str) -> TaskItem:
     if shape == "multiple_choice":
         query, choices = _text(row["query"], where, "query"), _options(row["choices"], where, "choices")
-        return Item(tuple(continue_with(query, choice) for choice in choices), _gold(row["gold"], len(choices), where),
+        return TaskItem(tuple(continue_with(query, choice) for choice in choices), _gold(row["gold"], len(choices), where),
                     tuple(len(choice) for choice in choices))
     if shape == "schema":
         options = _options(row["context_options"], where, "context_options")
         continuation = _text(row["continuation"], where, "continuation")
-        return Item(tuple(continue_with(option, continuation) for option in options),
+        return TaskItem(tuple(continue_with(option, continuation) for option in options),
                     _gold(row["gold"], len(options), where), (len(continuation),) * len(options))
     continuation = _text(row["continuation"], where, "continuation")
-    return Item((continue_with(_text(row["context"], where, "context"), continuation),), 0, (len(continuation),))
+    return TaskItem((continue_with(_text(row["context"], where, "context"), continuation),), 0, (len(continuation),))
 
 
 def load_task(path: str, limit: int | None = None) -> Task:

@@ -107,7 +107,7 @@ def encoder_decoder_pairs(groups: list[dict], metric: str) -> list[tuple[str, fl
 
 
 
-def plot(groups: list[dict], metric: str, output_dir: str) -> dict[str, str]:
+def plot_study(groups: list[dict], metric: str, output_dir: str) -> dict[str, str]:
     """The three plots; returns file → why it was not drawn, for those it could not draw."""
     name = metric.removeprefix("after_")
     skipped = {}
@@ -148,10 +148,10 @@ def cell(values: tuple[float, float] | None, runs: int) -> str:
 
 
 
-def write_report(rows: list[dict], config: StudyConfig, recipe_args: list[str]) -> None:
+def write_study_report(rows: list[dict], config: StudyConfig, recipe_args: list[str]) -> None:
     groups = aggregate(rows)
     metric = primary_metric(rows, config)
-    skipped = plot(groups, metric, config.output_dir) if metric else dict.fromkeys(PLOTS, "no metric was reported")
+    skipped = plot_study(groups, metric, config.output_dir) if metric else dict.fromkeys(PLOTS, "no metric was reported")
     after = sorted({m for g in groups for m in g["metrics"] if m != metric and not m.startswith("before_")})
     name = (metric or "").removeprefix("after_")
     lines = [f"# {config.recipe}: {len(rows)} runs, {sum(r['status'] == 'ok' for r in rows)} finished", "",

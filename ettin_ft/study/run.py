@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from ..run_folder import RunFolder
 from .plan import Run, StudyConfig, plan
-from .report import write_report, write_table
+from .report import write_study_report, write_table
 
 def command(run: Run, config: StudyConfig, recipe_args: list[str]) -> list[str]:
     start = shlex.split(config.launcher) if config.launcher else [sys.executable]
@@ -96,5 +96,5 @@ def run_study(config: StudyConfig, recipe_args: list[str] = (), dry_run: bool = 
               + (f": {row['error']}" if row["error"] else ""), flush=True)
         rows.append(row)
     write_table(rows, config.output_dir)
-    write_report(rows, config, recipe_args)
+    write_study_report(rows, config, recipe_args)
     return rows

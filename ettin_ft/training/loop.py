@@ -181,7 +181,7 @@ def train_step(module, accelerator, optimizer, micro_batches: list[dict], max_gr
     return (accelerator.reduce(step_loss, reduction="sum") / global_targets).item()
 
 
-def pretrain(config) -> str:
+def run_pretraining(config) -> str:
     """Train as ``config`` says; returns the path of the final model folder (DIR/final).
 
     A run that fails before its first checkpoint removes the output folder it created (``RunFolder``).
@@ -317,7 +317,7 @@ def train(config, run: PretrainingRun) -> float:
     return 1 - real_tokens / max(total_tokens, 1)
 
 
-def publish(config, run: PretrainingRun, padding: float) -> str:
+def publish_final(config, run: PretrainingRun, padding: float) -> str:
     """DIR/final (every process takes part), then from the main process the log, metrics.json and the model card."""
     accelerator = run.accelerator
     final = save_checkpoint(accelerator, run.module, run.tokenizer, config.output_dir, "final", None)
@@ -343,4 +343,4 @@ def publish(config, run: PretrainingRun, padding: float) -> str:
 
 def _pretrain(config) -> str:
     run = set_up(config)
-    return publish(config, run, train(config, run))
+    return publish_final(config, run, train(config, run))
