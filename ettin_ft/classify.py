@@ -22,7 +22,8 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
                           TrainingArguments, set_seed)
 
 from .hub import locate
-from .models import checkpoint_tensors, describe_arch, load_checked, lora_target_modules
+from .lora import LoraArguments, peft_config
+from .models import checkpoint_tensors, describe_arch, load_checked
 from .config import early_value, shipped_config
 from .data.classification import (GLUE_TASKS, ClassificationData, glue_task, load_classification_data,
                                   tokenize_texts)
@@ -37,10 +38,10 @@ from .tokenizer import set_post_processing
 
 
 @dataclass
-class ClassifyConfig(RecipeConfig):
+class ClassifyConfig(LoraArguments, RecipeConfig):
     INTENDED_USE = "sequence classification (or regression) of single texts or text pairs with AutoModelForSequenceClassification"
     PIPELINE_TAG = "text-classification"
-    REQUIRES = {"lora_r": "lora", "lora_alpha": "lora", "lora_dropout": "lora"}
+    REQUIRES = {name: "lora" for name in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
 
     task: str | None = field(default=None, metadata={"help": f"GLUE task from the hub ({', '.join(GLUE_TASKS)}) with its ModernBERT settings"})
     max_seq_length: int | None = field(default=256, metadata={"help": "maximum tokens per text (pair)"})
@@ -50,10 +51,6 @@ class ClassifyConfig(RecipeConfig):
     pooling: str = field(default="auto", metadata={"help": "encoders: mean (auto) or cls; decoders always read the last real token"})
     head_init: str = field(default="auto", metadata={"help": "prediction head's start: auto (as transformers loads each class: an encoder's MLM head, a new random head for a decoder), lm (Ettin models: the pretrained MLM or LM head, so both architectures start alike) or random (Ettin decoders)"})
     init_from: str | None = field(default=None, metadata={"help": "start from this fine-tuned classifier (e.g. an MNLI run's final/ for RTE, MRPC, STS-B); a new head if the labels differ"})
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) and the classifier head instead of every weight"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
     seeds: str | None = field(default=None, metadata={"help": "e.g. '0,1,2': one run per seed in DIR/seed-N/, mean and std in DIR/metrics.json"})
 
 
@@ -115,11 +112,10 @@ def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
     if head_from_lm:
         model.head.load_state_dict(checkpoint_tensors(ref, "lm_head."))
     if config.lora:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        model = get_peft_model(model, LoraConfig(
-            task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=lora_target_modules(located), modules_to_save=["head", "classifier"] if located.ettin else None))
+        model = get_peft_model(model, peft_config(config, located, "SEQ_CLS",
+                                                  modules_to_save=["head", "classifier"] if located.ettin else None))
     return model, tokenizer, arch
 
 

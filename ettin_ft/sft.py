@@ -24,7 +24,8 @@ from .compat import route_fused_loss_through_prediction_head
 from .data.sft import checked_split, data_format, with_bos
 from .config import early_value, shipped_config
 from .errors import EttinError, cli_entry
-from .models import load_checked, lora_target_modules
+from .lora import LoraArguments, peft_config
+from .models import load_checked
 from .evaluation import language_model_metrics
 from .tokenizer import add_chat_support
 from .recipe import (RecipeConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
@@ -38,7 +39,7 @@ LORA_DEFAULTS = shipped_config("lora")
 
 
 @dataclass
-class SftRecipeConfig(RecipeConfig):
+class SftRecipeConfig(LoraArguments, RecipeConfig):
     INTENDED_USE = "chat: generate assistant replies with its chat template (transformers or trl)"
     PIPELINE_TAG = "text-generation"
     REQUIRES = {name: "lora" for name in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge",
@@ -47,11 +48,6 @@ class SftRecipeConfig(RecipeConfig):
     model: str = field(default="150m", metadata={"help": "Ettin decoder: short name (150m), hub id[@revision] or local folder"})
     held_out: int = field(default=200, metadata={"help": "training rows held out for the held-out loss (and the sampled answers)"})
     all_tokens: bool = field(default=False, metadata={"help": "train on every token, not only the assistant's (or the completion's)"})
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of every weight"})
-    lora_r: int = field(default=32, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_target_modules: str | None = field(default=None, metadata={"help": "comma-separated module names to adapt (default: Ettin's attention and MLP projections; peft's choice for other models)"})
     merge: bool = field(default=False, metadata={"help": "with --lora, also write the merged full model to DIR/merged"})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base model in 4 bits (CUDA and the bnb extra)"})
     eval_generations: int = field(default=32, metadata={"help": "held-out conversations answered greedily before and after (exact match, samples)"})
@@ -89,15 +85,6 @@ def build_chat_model(config: SftRecipeConfig, runtime, located=None):
     return model, tokenizer
 
 
-def lora_config(config: SftRecipeConfig, located):
-    from peft import LoraConfig
-
-    targets = ([m.strip() for m in config.lora_target_modules.split(",") if m.strip()] if config.lora_target_modules
-               else lora_target_modules(located))
-    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
-
-
 def load_sft_data(config: SftRecipeConfig):
     """(train, held-out, format): checked conversations, prompt/completion pairs or plain text."""
     train, held_out = split_held_out(config, load_training_data(config, [], optional=None, default=RELEASE_DATA))
@@ -131,7 +118,7 @@ def train_sft(config: SftRecipeConfig, args: SFTConfig, runtime=None, dry_run=Fa
         print_dry_run(config, args, model, train)
         return model
     trainer = build_trainer(config, args, model, tokenizer, train, held_out, fmt,
-                            peft_config=lora_config(config, located) if config.lora else None)
+                            peft_config=peft_config(config, located, "CAUSAL_LM") if config.lora else None)
     generations = config.eval_generations if fmt == "conversational" else 0
     with RunFolder(args.output_dir).tidy_on_failure():
         before, answers_before = language_model_metrics(trainer, held_out, generations, config.max_new_tokens)

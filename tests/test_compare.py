@@ -77,7 +77,8 @@ def test_a_failed_run_is_recorded_and_a_rerun_keeps_the_finished_ones(tiny_encod
     rows = json.loads((output / "comparison.json").read_text())
     assert [row["status"] for row in rows] == ["ok", "failed"]
     assert "--batch-size" in rows[1]["error"] and "many" in rows[1]["error"]
-    assert 0 <= rows[0]["preference_female"] <= 1 and rows[1].get("preference_female") is None
+    probe = json.loads((Path(rows[0]["folder"]) / "metrics.json").read_text())
+    assert rows[0]["preference_female"] == probe["preference"]["female"] and rows[1].get("preference_female") is None
     assert "## Failed runs" in (output / "REPORT.md").read_text()
 
     write_study([])

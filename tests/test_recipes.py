@@ -222,7 +222,6 @@ def test_command_line(recipe, pretrained_encoder, world_dir, tmp_path):
         held_out = {k: v for k, v in metrics[side].items() if not k.endswith("active_dims")}
         assert held_out.keys() == {"held_out_ndcg@10", "held_out_mrr@10", "held_out_recall@100"}, metrics
         assert 0 < held_out["held_out_mrr@10"] <= held_out["held_out_ndcg@10"] <= 1, metrics
-        assert held_out["held_out_recall@100"] == 1  # ten held-out passages: each query's positive is among them
 
 
 def test_labelled_rows_are_held_out_by_whole_queries():

@@ -51,11 +51,19 @@ def test_no_dataclass_default_contradicts_its_yaml(recipe, yaml_name, config_cla
 
     from ettin_ft.config import shipped_config
 
+    from ettin_ft.lora import SETTINGS
+
     release = shipped_config(yaml_name)
     owned_elsewhere = {"data", "data_config", "max_samples", "lora"}
-    for field in dataclasses.fields(getattr(importlib.import_module(f"ettin_ft.{recipe}"), config_class)):
-        if field.name in release and field.name not in owned_elsewhere:
+    config_class = getattr(importlib.import_module(f"ettin_ft.{recipe}"), config_class)
+    for field in dataclasses.fields(config_class):
+        if field.name in SETTINGS:  # unset, so lora.yaml is their one home
+            assert field.default is None
+        elif field.name in release and field.name not in owned_elsewhere:
             assert field.default == release[field.name], (yaml_name, field.name, field.default, release[field.name])
+    if hasattr(config_class, "lora"):  # the recipes that train adapters take the same settings from lora.yaml
+        lora, with_lora = shipped_config("lora"), config_class(model="m", lora=True)
+        assert {name: getattr(with_lora, name) for name in SETTINGS} == {name: lora[name] for name in SETTINGS}
 
 
 @pytest.mark.parametrize("recipe, config_name, arguments", [
