@@ -33,7 +33,7 @@ def test_an_unknown_command_names_the_closest():
 
 
 @pytest.mark.parametrize("arguments", [
-    ["dense", "--model", "encoder-17m", "--learning-rate", "fast"],
+    pytest.param(["dense", "--model", "encoder-17m", "--learning-rate", "fast"], marks=pytest.mark.slow),
     pytest.param(["zeroshot", "--data", str(REPO.parent / "shared" / "data" / "zeroshot"), "--dry-run"],
                  marks=pytest.mark.slow),  # two fresh interpreters that import the whole stack
 ])

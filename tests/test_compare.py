@@ -62,6 +62,7 @@ def test_bad_arguments_are_one_line_and_exit_2(args, expected, tmp_path, capsys)
     assert not (tmp_path / "study").exists()
 
 
+@pytest.mark.slow  # four probe processes
 def test_a_failed_run_is_recorded_and_a_rerun_keeps_the_finished_ones(tiny_encoder_dir, tiny_decoder_dir, tmp_path):
     winogender = shared_data("bias", "winogender")
     study = tmp_path / "study.yaml"

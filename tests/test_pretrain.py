@@ -276,6 +276,7 @@ def test_conversion_round_trip_preserves_every_weight(tiny_encoder_dir, tmp_path
     assert torch.equal(decoder_state["lm_head.dense.weight"], original["head.dense.weight"])
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_convert_cli(tiny_encoder_dir, tmp_path):
     out = tmp_path / "decoder"
     result = subprocess.run([sys.executable, "-m", "ettin_ft.convert", "--model", str(tiny_encoder_dir), "--to",

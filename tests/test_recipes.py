@@ -80,6 +80,7 @@ def test_a_decoder_embedder_is_mean_pooled_unless_asked_for_its_last_token(tiny_
         assert model[1].get_config_dict()["pooling_mode"] == mode, (pooling, model[1].get_config_dict())
 
 
+@pytest.mark.slow  # 150 SPLADE steps and two evaluations
 def test_sparse_from_python(pretrained_encoder, world_dir, nanobeir_copy, tmp_path):
     from sentence_transformers.sparse_encoder import SparseEncoder, SparseEncoderTrainingArguments
 
