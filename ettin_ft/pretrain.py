@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .config import dump_yaml, parse_config, to_dict
 from .errors import EttinError, cli_entry
-from .registry import SHAPES, VOCAB_SIZE, shape_of
+from .registry import SHAPES, shape_of
 
 # Per-size peak learning rate and (fully decoupled) weight decay of the Ettin recipe.
 PEAK_LR = {"tiny": 3e-3, "17m": 3e-3, "32m": 3e-3, "68m": 3e-3, "150m": 8e-4, "400m": 5e-4, "1b": 5e-4}
@@ -92,9 +92,6 @@ class PretrainConfig:
         self._refuse_ignored_flags()
         for name, value in MASKING.items() if self.objective != "clm" else ():
             setattr(self, name, value if getattr(self, name) is None else getattr(self, name))
-        if self.init is None and self.tokenizer is None:
-            self.vocab_size = self.vocab_size or VOCAB_SIZE
-            self.tokenizer_documents = self.tokenizer_documents or TOKENIZER_DOCUMENTS
         if self.init is not None:
             self.size = self._size_of_init()
         else:

@@ -23,17 +23,22 @@ from .folders import (STATE_FILE, atomic_folder, complete_checkpoints, publish, 
                       staging_path)
 
 
-def is_main_process() -> bool:
-    """True in the one process that writes (the only one without torchrun/accelerate launch)."""
+def processes():
+    """accelerate's view of the processes (torchrun / accelerate launch). The first call sets it up: over gloo where
+    there is no GPU, as the trainers and pretraining do (without cpu=True it would see one process)."""
+    import torch
     from accelerate import PartialState
 
-    return PartialState().is_main_process
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main_process() -> bool:
+    """True in the one process that writes (the only one without torchrun/accelerate launch)."""
+    return processes().is_main_process
 
 
 def wait_for_everyone() -> None:
-    from accelerate import PartialState
-
-    PartialState().wait_for_everyone()
+    processes().wait_for_everyone()
 
 
 @dataclass(frozen=True)

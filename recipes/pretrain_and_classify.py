@@ -25,7 +25,8 @@ args = parser.parse_args()
 tokenizer = None
 for arch in ("encoder", "decoder"):
     final = ettin_ft.run_pretraining(ettin_ft.PretrainConfig(
-        arch=arch, data=args.pretrain_data, max_steps=args.pretrain_steps, seq_len=256, vocab_size=8192,
+        arch=arch, data=args.pretrain_data, max_steps=args.pretrain_steps, seq_len=256,
+        vocab_size=None if tokenizer else 8192,  # the encoder's run trains the tokenizer the decoder reuses
         tokenizer=tokenizer, output_dir=os.path.join(args.output_dir, f"pretrain-{arch}"), save_every=0, eval_every=0,
         report_to="none"))
     tokenizer = tokenizer or final  # the pair shares one tokenizer

@@ -35,6 +35,8 @@ for phase in (1, 2, 3):
     config = dataclasses.replace(
         config, size=args.size, data=args.data, init=model, max_steps=args.steps, seq_len=args.seq_len,
         batch_size=8, gradient_accumulation_steps=1, output_dir=os.path.join(args.output_dir, f"phase{phase}"),
-        save_every=0, eval_every=0, report_to="none", vocab_size=8192, **({"tokenizer": model} if model else {}))
+        save_every=0, eval_every=0, report_to="none",
+        # phase 1 trains a tokenizer; the later phases continue its model and tokenizer
+        **({"tokenizer": model} if model else {"vocab_size": 8192}))
     model = ettin_ft.run_pretraining(config)
     print(f"phase {phase}: {model}")

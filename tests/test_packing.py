@@ -85,11 +85,13 @@ def test_no_two_rows_share_their_masking_draws():
     from ettin_ft.training.packing import masking_generator
 
     def draws(*key, **held_out):
-        return torch.rand(8, generator=masking_generator(*key, **held_out)).tolist()
+        from ettin_ft.training.packing import uniform
 
-    # the old sums: held-out row n was training row 10**9 + n, and seed 1's row 0 was seed 0's row 1_000_003
-    assert draws(0, 10**9) != draws(0, 0, held_out=True)
-    assert draws(1, 0) != draws(0, 1_000_003)
+        return uniform((8,), masking_generator(*key, **held_out)).tolist()
+
+    # held-out row n was training row 10**9 + n, which an Ettin-scale phase (2 billion rows) reaches
+    for row in (0, 10**9, 2 * 10**9, 10**12):
+        assert draws(0, 10**9 + row) != draws(0, row, held_out=True) != draws(0, row)
     assert draws(0, 5) == draws(0, 5) != draws(0, 5, held_out=True)
 
 

@@ -352,7 +352,9 @@ def test_existing_run_needs_resume_and_dry_run_prints_config(world_dir, tmp_path
     run = small_run(world_dir / "pretrain.txt", tmp_path / "run", "--max-steps", "4", "--save-every", "2")
     assert run_main(capsys, *run)[0] == 0
     status, err, _ = run_main(capsys, *run)
-    assert status == 2 and err[-1] == f"error: output folder {tmp_path / 'run'} already holds a finished run; choose another --output-dir"
+    assert status == 2 and err[-1] == (f"error: output folder {tmp_path / 'run'} already holds a finished run; pass "
+                                       "--resume (with a larger --max-steps) to go on from its last checkpoint, or "
+                                       "choose another --output-dir")
     (tmp_path / "run" / "metrics.json").unlink()  # as if killed after its last checkpoint: unfinished
     status, err, _ = run_main(capsys, *run)
     assert status == 2 and "holds an unfinished run (checkpoint-2); pass --resume to continue it" in err[-1], err

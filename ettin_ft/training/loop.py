@@ -30,6 +30,8 @@ from ..hub import locate
 from ..compat import accelerator_state_of_its_own
 from ..models import build_model, load_model, locate_model
 from ..process_state import transformers_progress_bars
+from ..pretrain import TOKENIZER_DOCUMENTS
+from ..registry import VOCAB_SIZE
 from ..run_folder import RunFolder
 from ..runtime import choose_runtime
 from ..tokenizer import set_post_processing, train_tokenizer
@@ -57,10 +59,11 @@ def prepare_tokenizer(config, accelerator, train_documents):
         tokenizer_dir = os.path.join(config.output_dir, "tokenizer")
         with accelerator.main_process_first():
             if not os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
-                sample = train_documents.take(config.tokenizer_documents) if not hasattr(train_documents, "__len__") \
-                    else train_documents.select(range(min(config.tokenizer_documents, len(train_documents))))
+                documents = config.tokenizer_documents or TOKENIZER_DOCUMENTS
+                sample = train_documents.take(documents) if not hasattr(train_documents, "__len__") \
+                    else train_documents.select(range(min(documents, len(train_documents))))
                 texts = (row[config.text_column] for row in sample)
-                trained = train_tokenizer(texts, vocab_size=config.vocab_size, arch=config.arch,
+                trained = train_tokenizer(texts, vocab_size=config.vocab_size or VOCAB_SIZE, arch=config.arch,
                                           model_max_length=config.context)
                 if accelerator.is_main_process:
                     trained.save_pretrained(tokenizer_dir)
@@ -187,7 +190,11 @@ def run_pretraining(config) -> str:
     A run that fails before its first checkpoint removes the output folder it created (``RunFolder``).
     """
     folder = RunFolder(config.output_dir, resume_flag="--resume")
-    folder.resume_point("latest" if config.resume else None, start_if_new=True)  # refuses mixing runs
+    if folder.finished and not config.resume:
+        raise EttinError(f"output folder {config.output_dir} already holds a finished run; pass --resume (with a larger "
+                         "--max-steps) to go on from its last checkpoint, or choose another --output-dir")
+    if not folder.finished:  # --resume goes on from the last checkpoint, also past a finished run's last step
+        folder.resume_point("latest" if config.resume else None, start_if_new=True)  # refuses mixing runs
     # per-save shard bars would break the run's own progress bar
     with folder.tidy_on_failure(), accelerator_state_of_its_own(), transformers_progress_bars(shown=False):
         return _pretrain(config)

@@ -106,19 +106,19 @@ def position_ids_of(doc_ids: torch.Tensor) -> torch.Tensor:
 
 
 def mask_tokens(
-    input_ids: torch.Tensor, ids: SpecialIds, probability: float, generator: torch.Generator,
+    input_ids: torch.Tensor, ids: SpecialIds, probability: float, generator,
     mask_replace: float = 0.8, random_replace: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking of one row: choose ``probability`` of the ordinary tokens; of those, ``mask_replace``
     become [MASK], ``random_replace`` a random token, the rest stay. Returns (inputs, labels)."""
     special = (input_ids == ids.cls) | (input_ids == ids.sep) | (input_ids == ids.pad)
-    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & ~special
+    chosen = (uniform(input_ids.shape, generator) < probability) & ~special
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-    draw = torch.rand(input_ids.shape, generator=generator)
+    draw = uniform(input_ids.shape, generator)
     inputs = input_ids.clone()
     inputs[chosen & (draw < mask_replace)] = ids.mask
     random_positions = chosen & (draw >= mask_replace) & (draw < mask_replace + random_replace)
-    inputs[random_positions] = torch.randint(ids.vocab_size, input_ids.shape, generator=generator)[random_positions]
+    inputs[random_positions] = token_ids(ids.vocab_size, input_ids.shape, generator)[random_positions]
     return inputs, labels
 
 
@@ -138,12 +138,25 @@ def shift_to_previous_position(labels: torch.Tensor, doc_ids: torch.Tensor) -> t
     return shifted
 
 
-def masking_generator(seed: int, row_index: int, held_out: bool = False) -> torch.Generator:
-    """The masking draws of one row: the run's seed, the split and the row index enter the seed apart, so no two
-    rows share them at any corpus size (a sum such as seed × k + row repeats another seed's, or a held-out offset
-    is reached by training rows)."""
-    state = np.random.SeedSequence([seed, int(held_out), row_index]).generate_state(1, np.uint64)
-    return torch.Generator().manual_seed(int(state[0]))
+def masking_generator(seed: int, row_index: int, held_out: bool = False):
+    """The masking draws of one row. Training rows: torch's generator seeded seed × 1,000,003 + row. Held-out rows:
+    numpy's PCG64 from the seed sequence (seed, row), another generator family, so a held-out row never draws a
+    training row's masks at any corpus size (torch seeds its generator from 32 bits, which training rows sweep)."""
+    if held_out:
+        return np.random.default_rng([seed, row_index])
+    return torch.Generator().manual_seed(seed * 1_000_003 + row_index)
+
+
+def uniform(shape, generator) -> torch.Tensor:
+    if isinstance(generator, np.random.Generator):
+        return torch.from_numpy(generator.random(tuple(shape), dtype=np.float32))
+    return torch.rand(shape, generator=generator)
+
+
+def token_ids(high: int, shape, generator) -> torch.Tensor:
+    if isinstance(generator, np.random.Generator):
+        return torch.from_numpy(generator.integers(high, size=tuple(shape)))
+    return torch.randint(high, shape, generator=generator)
 
 
 def make_example(
