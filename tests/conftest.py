@@ -24,9 +24,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-# tests/release/: checks too long for the README's test command, collected only when named (.ci/run runs
-# `python -m pytest tests/release` after the README's command).
-collect_ignore = ["release"]
+def pytest_addoption(parser):
+    parser.addoption("--release-checks", action="store_true",
+                     help="run only the tests marked release: proofs too long for the README's test command, which "
+                          ".ci/run runs after it")
+
+
+def pytest_collection_modifyitems(config, items):
+    wanted = config.getoption("--release-checks")
+    chosen = [item for item in items if (item.get_closest_marker("release") is not None) == wanted]
+    if len(chosen) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in chosen])
+        items[:] = chosen
 
 
 def shared_data(*parts: str) -> Path:

@@ -60,7 +60,7 @@ def test_a_baseline_classifier_learns_and_reloads(baseline, expected_class, bert
     assert type(reloaded).__name__ == expected_class and len(reloaded.config.id2label) == 5
 
 
-@pytest.mark.slow
+@pytest.mark.release  # four recipes on a BERT
 def test_bert_through_the_retrieval_recipes(bert_dir, world100_dir, tmp_path, capsys):
     """Dense (mean pooling) and SPLADE (through BERT's own MLM head) train and reload."""
     from sentence_transformers import SentenceTransformer

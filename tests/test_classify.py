@@ -46,7 +46,7 @@ def assert_learned(metrics: dict) -> None:
         assert metrics["after"][name] > metrics["majority"][name], metrics
 
 
-@pytest.mark.slow
+@pytest.mark.release  # hundreds of steps on real sentiment data
 @pytest.mark.parametrize("arch", ["encoder", "decoder"])
 def test_learns_sentiment_beyond_its_untrained_head_and_the_majority_class(arch, pretrained_tiny, sst2_slice, tmp_path, capsys):
     out = tmp_path / "sst2"

@@ -145,7 +145,7 @@ def writing_or_written(folder: Path, step: int):
     return lambda: (folder / f".staging-checkpoint-{step}").exists() or (folder / f"checkpoint-{step}").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.release  # eight pretraining processes, three of them killed
 @pytest.mark.parametrize("arch, precision", [("encoder", "bf16" if NATIVE_BF16 else "fp32"), ("decoder", "fp32")])
 def test_a_run_killed_again_and_again_resumes_to_the_uninterrupted_losses(arch, precision, world_dir, tmp_path):
     """Three SIGKILLs (two while a checkpoint is written, or just after it where a busy machine misses that

@@ -1,7 +1,8 @@
 """The main job: a reduced quickstart end to end, its report, and the skipping of finished stages.
 
 The quickstart at its default settings (every stage, the reranker's 1,000 steps included: a tiny cross-encoder
-does not improve in fewer) is checked the same way by tests/release/, which .ci/run runs after the README's test command.
+does not improve in fewer) is checked the same way among the release checks, which .ci/run runs after the README's
+test command.
 """
 
 import json
@@ -35,6 +36,14 @@ def quickstart_dir(tmp_path_factory):
 
 def test_report_and_every_stage_beating_its_starting_point(quickstart_dir):
     assert_report_and_every_stage_improved(quickstart_dir, REDUCED["stages"].split(","))
+
+
+@pytest.mark.release  # about six minutes on two cores
+def test_the_default_quickstart_improves_every_stage(tmp_path):
+    from ettin_ft.quickstart import STAGE_NAMES, QuickstartConfig, run_quickstart
+
+    run_quickstart(QuickstartConfig(output_dir=str(tmp_path / "run"), bias_data=winogender()))
+    assert_report_and_every_stage_improved(tmp_path / "run", STAGE_NAMES)
 
 
 def assert_report_and_every_stage_improved(quickstart_dir, stage_names: list[str]):

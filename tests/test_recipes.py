@@ -121,7 +121,7 @@ def test_colbert_from_python(pretrained_encoder, world_dir, tmp_path):
             torch.testing.assert_close(a, b)
 
 
-@pytest.mark.slow
+@pytest.mark.release  # BM25 mining and two reranking evaluations
 def test_rerank_from_python_with_bm25_mining(pretrained_encoder, world_dir, nanobeir_copy, tmp_path):
     """Runs, evaluates before/after and reloads identically. (A tiny cross-encoder needs hundreds of steps
     on many different names before it matches them; tests/test_quickstart.py checks that it then improves.)"""
