@@ -54,6 +54,7 @@ def test_official_shapes_sizes_and_global_layers():
     assert 1.02e9 < one_b["parameters"] < 1.04e9
 
 
+@pytest.mark.slow  # a fresh interpreter that imports the stack
 def test_models_cli_json():
     out = subprocess.run([sys.executable, "-m", "ettin_ft.models", "--json"], capture_output=True, text=True, check=True)
     rows = json.loads(out.stdout)
