@@ -24,6 +24,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def pytest_configure(config):
+    # registered here rather than in pyproject.toml, whose hash keys .ci/run's cached environment
+    config.addinivalue_line("markers", "release: proofs too long for the README's test command; only "
+                                       "`python -m pytest --release-checks` runs them (.ci/run does, after it)")
+
+
 def pytest_addoption(parser):
     parser.addoption("--release-checks", action="store_true",
                      help="run only the tests marked release: proofs too long for the README's test command, which "
