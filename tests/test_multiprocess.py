@@ -11,9 +11,10 @@ import pytest
 from .conftest import REPO
 
 
-def torchrun(module: str, *args: str, port: int):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(port), "-m", f"ettin_ft.{module}", *args],
+def torchrun(module: str, *args: str):
+    # --standalone: a free port of its own, so runs at the same time (another checkout's suite) never collide
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", f"ettin_ft.{module}", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
@@ -36,7 +37,7 @@ def test_two_processes_classify(tiny_encoder_dir, world_dir, tmp_path):
     # 480 training rows, 16 per process: one epoch is 480 / (2 × 16) = 15 steps only if both processes train.
     result = torchrun("classify", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "topics_train.jsonl"),
                       "--eval-data", str(world_dir / "topics_test.jsonl"), "--per-device-train-batch-size", "16",
-                      "--num-train-epochs", "1", "--logging-steps", "1", "--output-dir", str(out), port=29531)
+                      "--num-train-epochs", "1", "--logging-steps", "1", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     only_one_run(out)
     assert log_steps(out)[-1]["step"] == 15
@@ -55,7 +56,7 @@ def test_two_processes_dense_and_sparse(recipe, tiny_encoder_dir, world_dir, tmp
     # (sentence-transformers' sparse trainer would set the processes up again as one each).
     result = torchrun(recipe, "--model", str(tiny_encoder_dir), "--data", str(world_dir / "retrieval_train.jsonl"),
                       "--held-out", "10", "--per-device-train-batch-size", "8", "--num-train-epochs", "1",
-                      "--logging-steps", "1", "--output-dir", str(out), port=29532 if recipe == "dense" else 29534)
+                      "--logging-steps", "1", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     only_one_run(out)
     assert log_steps(out)[-1]["step"] == 9
@@ -74,7 +75,7 @@ def test_two_processes_colbert(tiny_encoder_dir, world_dir, tmp_path):
     # 150 training rows, 8 per process: one epoch is 150 // (2 × 8) = 9 steps only if both processes train
     result = torchrun("colbert", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "retrieval_train.jsonl"),
                       "--held-out", "10", "--document-length", "64", "--per-device-train-batch-size", "8",
-                      "--num-train-epochs", "1", "--logging-steps", "1", "--output-dir", str(out), port=29536)
+                      "--num-train-epochs", "1", "--logging-steps", "1", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     only_one_run(out)
     assert log_steps(out)[-1]["step"] == 9
@@ -90,7 +91,7 @@ def test_two_processes_rerank(tiny_encoder_dir, world_dir, tmp_path):
     # 633 labelled rows, 16 per process: one epoch is 633 // (2 × 16) = 19 steps only if both processes train.
     result = torchrun("rerank", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "rerank_train.jsonl"),
                       "--held-out", "0", "--per-device-train-batch-size", "16", "--num-train-epochs", "1",
-                      "--logging-steps", "1", "--output-dir", str(out), port=29535)
+                      "--logging-steps", "1", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     only_one_run(out)
     assert log_steps(out)[-1]["step"] == 19
@@ -107,7 +108,7 @@ def test_two_processes_sft_with_lora(tiny_decoder_dir, world_dir, tmp_path):
                       "--packing", "false", "--held-out", "20", "--per-device-train-batch-size", "10",
                       "--gradient-accumulation-steps", "1",
                       "--num-train-epochs", "1", "--eval-generations", "2", "--max-new-tokens", "4",
-                      "--logging-steps", "1", "--output-dir", str(out), port=29533)
+                      "--logging-steps", "1", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     only_one_run(out)
     assert log_steps(out)[-1]["step"] == 15
@@ -159,7 +160,7 @@ def test_two_processes_zeroshot_score_a_share_each_and_match_one(tiny_encoder_di
 
     args = ["--model", str(tiny_encoder_dir), "--data", str(world_dir / "zeroshot"), "--limit", "10"]
     assert run_cli_main("zeroshot", capsys, *args, "--output-dir", str(tmp_path / "one"))[0] == 0
-    result = torchrun("zeroshot", *args, "--output-dir", str(tmp_path / "two"), port=29536)
+    result = torchrun("zeroshot", *args, "--output-dir", str(tmp_path / "two"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("average acc") == 1  # the main process reports and writes
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["items.jsonl", "metrics.json"]

@@ -202,8 +202,8 @@ def kill_processes_naming(text: str) -> None:
 
 
 def start_torchrun(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                             "29517", "-m", "ettin_ft.pretrain", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "ettin_ft.pretrain", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -122,5 +122,6 @@ def test_unknown_stage_is_one_line(tmp_path, capsys):
 
 
 def test_other_settings_in_the_same_folder_are_refused(quickstart_dir, capsys):
-    status, err, _ = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir), "--people", "80")
+    status, err, _ = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir), "--people", "80",
+                                  "--finetune-scale", str(REDUCED["finetune_scale"]))
     assert status == 2 and len(err) == 1 and "other settings (people 100 → 80)" in err[0], err
