@@ -135,14 +135,14 @@ def main() -> None:
 
     import torch
 
-    from ettin_ft.models import build_chat_model
+    from ettin_ft.models import build_model
     from ettin_ft.tokenizer import train_tokenizer
 
     model_dir = tempfile.mkdtemp(prefix="bench-sft-model-")
     texts = [m["content"] for line in CHATS.read_text(encoding="utf-8").splitlines() for m in json.loads(line)["messages"]]
     tokenizer = train_tokenizer(texts, vocab_size=50368, arch="decoder", min_frequency=1)
     torch.manual_seed(0)
-    build_chat_model(args.size, "decoder", tokenizer=tokenizer).save_pretrained(model_dir)
+    build_model(args.size, "decoder", tokenizer=tokenizer).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     rows = []
     for lora in [{"full": "no", "lora": "yes"}[m] for m in args.methods.split(",")]:
