@@ -285,7 +285,7 @@ def language_model_metrics(trainer, held_out, generations: int, max_new_tokens: 
     those answers."""
     import math
 
-    from accelerate import PartialState
+    from .run_folder import is_main_process, wait_for_everyone
 
     if held_out is None:
         return {}, []
@@ -294,11 +294,11 @@ def language_model_metrics(trainer, held_out, generations: int, max_new_tokens: 
     if "eval_mean_token_accuracy" in metrics:
         results["held_out_token_accuracy"] = metrics["eval_mean_token_accuracy"]
     samples = []
-    if generations > 0 and PartialState().is_main_process:  # generation is not sharded: others would copy it
+    if generations > 0 and is_main_process():  # generation is not sharded: others would copy it
         model = trainer.accelerator.unwrap_model(trainer.model)
         conversations = held_out.select(range(min(generations, len(held_out))))["messages"]
         samples = answer_samples(model, trainer.processing_class, conversations, max_new_tokens)
     if samples:
         results["held_out_exact_match"] = sum(s["answer"].strip() == s["reference"].strip() for s in samples) / len(samples)
-    PartialState().wait_for_everyone()  # the generations are the main process's alone: the others wait for them here
+    wait_for_everyone()  # the generations are the main process's alone: the others wait for them here
     return results, samples
