@@ -41,10 +41,11 @@ from .tokenizer import set_post_processing
 class ClassifyConfig(LoraArguments, RecipeConfig):
     INTENDED_USE = "sequence classification (or regression) of single texts or text pairs with AutoModelForSequenceClassification"
     PIPELINE_TAG = "text-classification"
+    RELEASE = "classify/default"
     REQUIRES = {name: "lora" for name in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
 
     task: str | None = field(default=None, metadata={"help": f"GLUE task from the hub ({', '.join(GLUE_TASKS)}) with its ModernBERT settings"})
-    max_seq_length: int | None = field(default=256, metadata={"help": "maximum tokens per text (pair)"})
+    max_seq_length: int | None = field(default=None, metadata={"help": "maximum tokens per text (pair)"})
     eval_data: str | None = field(default=None, metadata={"help": "evaluation file (default: the folder's validation file, else held-out --data rows)"})
     text_columns: str | None = field(default=None, metadata={"help": "one or two text columns, e.g. 'premise,hypothesis' (default: text, sentence1,sentence2 or premise,hypothesis)"})
     label_column: str = field(default="label", metadata={"help": "label column: integers, strings, or floats (regression)"})
@@ -53,15 +54,22 @@ class ClassifyConfig(LoraArguments, RecipeConfig):
     init_from: str | None = field(default=None, metadata={"help": "start from this fine-tuned classifier (e.g. an MNLI run's final/ for RTE, MRPC, STS-B); a new head if the labels differ"})
     seeds: str | None = field(default=None, metadata={"help": "e.g. '0,1,2': one run per seed in DIR/seed-N/, mean and std in DIR/metrics.json"})
 
+    def release_values(self) -> dict:
+        return task_release(self.task)
 
-def release_defaults(argv: list[str] | None) -> dict:
-    """configs/classify/default.yaml, then the YAML of the --task (from the flags or the --config file)."""
-    task = early_value(argv, "task")
+
+def task_release(task: str | None) -> dict:
+    """configs/classify/default.yaml, then the YAML of the GLUE task, if any."""
     defaults = shipped_config("classify/default")
     if task:
         glue_task(task)
         defaults.update(shipped_config(f"classify/{task}"))
     return defaults
+
+
+def release_defaults(argv: list[str] | None) -> dict:
+    """The release values for the --task of the flags or the --config file."""
+    return task_release(early_value(argv, "task"))
 
 
 def classification_data(config: ClassifyConfig) -> ClassificationData:
@@ -180,7 +188,7 @@ def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
 def release(output_dir: str, **overrides):
     """The release settings (configs/classify.yaml) as (ClassifyConfig, TrainingArguments), as the command
     line resolves them; ``overrides`` name fields of either: ``train_classify(*release("runs/x", learning_rate=1e-4))``."""
-    return release_recipe(ClassifyConfig, TrainingArguments, release_defaults(["--task", overrides["task"]] if overrides.get("task") else []), output_dir, overrides, "ettin_ft.classify")
+    return release_recipe(ClassifyConfig, TrainingArguments, task_release(overrides.get("task")), output_dir, overrides, "ettin_ft.classify")
 
 
 @cli_entry

@@ -41,6 +41,7 @@ DEFAULTS, (KD_DATA, _, _) = release_settings("colbert")
 class ColbertConfig(RetrievalConfig):
     INTENDED_USE = "multi-vector (late-interaction) retrieval: index passages, search with MaxSim (sentence-transformers' MultiVectorEncoder or PyLate)"
     PIPELINE_TAG = "sentence-similarity"
+    RELEASE = "colbert"
 
     objective: str = field(default="auto", metadata={"help": "auto (distillation on the default data or when --queries is given; contrastive otherwise), distillation or contrastive"})
     queries: str | None = field(default=None, metadata={"help": "distillation: queries (query_id, text); default: the hub dataset's 'queries' subset"})

@@ -34,9 +34,10 @@ DEFAULTS, RELEASE_DATA = release_settings("dense")
 class DenseConfig(RetrievalConfig):
     INTENDED_USE = "dense retrieval and semantic similarity: encode queries and passages with sentence-transformers and compare them by cosine similarity"
     PIPELINE_TAG = "sentence-similarity"
+    RELEASE = "dense"
 
-    pooling: str = field(default="auto", metadata={"help": "auto (mean, for encoders and decoders), mean, cls or lasttoken"})
-    mini_batch_size: int = field(default=16, metadata={"help": "CachedMNRL mini-batch (memory), not the effective batch"})
+    pooling: str | None = field(default=None, metadata={"help": "auto (mean, for encoders and decoders), mean, cls or lasttoken"})
+    mini_batch_size: int | None = field(default=None, metadata={"help": "CachedMNRL mini-batch (memory), not the effective batch"})
     matryoshka_dims: str | None = field(default=None, metadata={"help": "e.g. '768,512,256,128,64' to train Matryoshka embeddings"})
 
 

@@ -33,20 +33,30 @@ class RecipeConfig:
     PIPELINE_TAG: ClassVar[str | None] = None
     # Fields that do something only when another one is on: set alone, they are refused (refuse_inapplicable).
     REQUIRES: ClassVar[dict[str, str]] = {}
+    # configs/<RELEASE>.yaml: the one home of the recipe's Ettin-release values. Fields it sets default to None
+    # (unset) here and take its value when left unset, from the command line and from Python alike.
+    RELEASE: ClassVar[str] = ""
 
-    model: str = field(default="150m", metadata={"help": "Ettin short name (150m), hub id[@revision] or local folder (e.g. a pretrain run's final/)"})
+    model: str | None = field(default=None, metadata={"help": "Ettin short name (150m), hub id[@revision] or local folder (e.g. a pretrain run's final/)"})
     data: str | None = field(default=None, metadata={"help": "training data: local .jsonl/.csv/.parquet file or folder, or a hub dataset (default: the recipe's Ettin-release dataset)"})
     data_config: str | None = field(default=None, metadata={"help": "hub dataset configuration"})
     data_split: str = field(default="train", metadata={"help": "hub dataset split"})
     column_mapping: str | None = field(default=None, metadata={"help": "rename data columns, e.g. 'question:query,answer:positive'"})
     max_samples: int | None = field(default=None, metadata={"help": "use at most this many training rows"})
-    held_out: int = field(default=1000, metadata={"help": "training rows split off (at most a tenth) and evaluated before and after, reported as held_out_* in metrics.json (retrieval: each query against the held-out passages; classify: when no evaluation data is given; sft: loss); 0: none"})
+    held_out: int | None = field(default=None, metadata={"help": "training rows split off (at most a tenth) and evaluated before and after, reported as held_out_* in metrics.json (retrieval: each query against the held-out passages; classify: when no evaluation data is given; sft: loss); 0: none"})
     max_seq_length: int | None = field(default=None, metadata={"help": "maximum tokens per text (default: the model's)"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 on capable GPUs, fp32 on CPU), bf16, fp16 or fp32"})
     attn_implementation: str = field(default="auto", metadata={"help": "auto (flash_attention_2 when installed on CUDA, else sdpa), sdpa or eager"})
 
     def __post_init__(self):
         refuse_inapplicable(self)
+        for name, value in self.release_values().items():
+            if name in self.__dataclass_fields__ and getattr(self, name) is None:
+                setattr(self, name, value)
+
+    def release_values(self) -> dict[str, Any]:
+        """The release's values of this recipe's settings (its release data excepted: see ``release_settings``)."""
+        return release_settings(self.RELEASE)[0]
 
 
 @dataclass

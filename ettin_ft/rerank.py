@@ -38,10 +38,10 @@ DEFAULTS, RELEASE_DATA = release_settings("rerank")
 class RerankConfig(RetrievalConfig):
     INTENDED_USE = "reranking: score (query, passage) pairs with sentence-transformers' CrossEncoder, e.g. over a first stage's top 100"
     PIPELINE_TAG = "text-ranking"
+    RELEASE = "rerank"
 
-    num_negatives: int = field(default=5, metadata={"help": "hard negatives per query (also the loss's pos_weight)"})
-    mining_model: str = field(default="sentence-transformers/static-retrieval-mrl-en-v1",
-                              metadata={"help": "embedding model for mine_hard_negatives, or 'bm25' (offline)"})
+    num_negatives: int | None = field(default=None, metadata={"help": "hard negatives per query (also the loss's pos_weight)"})
+    mining_model: str | None = field(default=None, metadata={"help": "embedding model for mine_hard_negatives, or 'bm25' (offline)"})
     classifier_pooling: str | None = field(default=None, metadata={"help": "ModernBERT classifier pooling: cls or mean (default: the model's)"})
 
 

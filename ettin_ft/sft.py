@@ -42,11 +42,12 @@ LORA_DEFAULTS = shipped_config("lora")
 class SftRecipeConfig(LoraArguments, RecipeConfig):
     INTENDED_USE = "chat: generate assistant replies with its chat template (transformers or trl)"
     PIPELINE_TAG = "text-generation"
+    RELEASE = "sft"
     REQUIRES = {name: "lora" for name in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge",
                                           "load_in_4bit")}
 
-    model: str = field(default="150m", metadata={"help": "Ettin decoder: short name (150m), hub id[@revision] or local folder"})
-    held_out: int = field(default=200, metadata={"help": "training rows held out for the held-out loss (and the sampled answers)"})
+    model: str | None = field(default=None, metadata={"help": "Ettin decoder: short name (150m), hub id[@revision] or local folder"})
+    held_out: int | None = field(default=None, metadata={"help": "training rows held out for the held-out loss (and the sampled answers)"})
     all_tokens: bool = field(default=False, metadata={"help": "train on every token, not only the assistant's (or the completion's)"})
     merge: bool = field(default=False, metadata={"help": "with --lora, also write the merged full model to DIR/merged"})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base model in 4 bits (CUDA and the bnb extra)"})

@@ -33,9 +33,10 @@ DEFAULTS, RELEASE_DATA = release_settings("sparse")
 class SparseConfig(RetrievalConfig):
     INTENDED_USE = "sparse (SPLADE) retrieval with sentence-transformers' SparseEncoder: vocabulary-weighted vectors for an inverted index"
     PIPELINE_TAG = "feature-extraction"
+    RELEASE = "sparse"
 
-    query_regularizer_weight: float = field(default=5e-5, metadata={"help": "FLOPS regularizer weight on queries"})
-    document_regularizer_weight: float = field(default=3e-5, metadata={"help": "FLOPS regularizer weight on documents"})
+    query_regularizer_weight: float | None = field(default=None, metadata={"help": "FLOPS regularizer weight on queries"})
+    document_regularizer_weight: float | None = field(default=None, metadata={"help": "FLOPS regularizer weight on documents"})
 
 
 def build_splade(config: SparseConfig, runtime, located=None) -> SparseEncoder:

@@ -39,31 +39,28 @@ def test_an_unknown_override_is_refused():
         dense.release("runs/x", learning_rat=1e-4)
 
 
-@pytest.mark.parametrize("recipe, yaml_name, config_class", [
-    ("dense", "dense", "DenseConfig"), ("colbert", "colbert", "ColbertConfig"), ("sparse", "sparse", "SparseConfig"),
-    ("rerank", "rerank", "RerankConfig"), ("sft", "sft", "SftRecipeConfig"), ("sft", "lora", "SftRecipeConfig"),
-    ("classify", "classify/default", "ClassifyConfig"),
+@pytest.mark.parametrize("recipe, yaml_name, config_class, arguments", [
+    ("dense", "dense", "DenseConfig", {}), ("colbert", "colbert", "ColbertConfig", {}),
+    ("sparse", "sparse", "SparseConfig", {}), ("rerank", "rerank", "RerankConfig", {}),
+    ("sft", "sft", "SftRecipeConfig", {}), ("sft", "lora", "SftRecipeConfig", {"lora": True}),
+    ("classify", "classify/default", "ClassifyConfig", {}), ("classify", "classify/rte", "ClassifyConfig", {"task": "rte"}),
 ])
-def test_no_dataclass_default_contradicts_its_yaml(recipe, yaml_name, config_class):
-    """A config built in Python without release() still gets the release's values for the fields the YAML sets
-    (the release data, which applies only when --data is not given, and the LoRA switch of lora.yaml excepted)."""
+def test_the_yaml_is_the_one_home_of_a_release_value(recipe, yaml_name, config_class, arguments):
+    """Every field a recipe's YAML sets defaults to None (unset) in its dataclass, and a config built in Python without
+    release() takes the YAML's value (the release data, which applies only when --data is not given, and the LoRA
+    switch of lora.yaml excepted)."""
     import dataclasses
 
     from ettin_ft.config import shipped_config
 
-    from ettin_ft.lora import SETTINGS
-
     release = shipped_config(yaml_name)
-    owned_elsewhere = {"data", "data_config", "max_samples", "lora"}
     config_class = getattr(importlib.import_module(f"ettin_ft.{recipe}"), config_class)
-    for field in dataclasses.fields(config_class):
-        if field.name in SETTINGS:  # unset, so lora.yaml is their one home
-            assert field.default is None
-        elif field.name in release and field.name not in owned_elsewhere:
-            assert field.default == release[field.name], (yaml_name, field.name, field.default, release[field.name])
-    if hasattr(config_class, "lora"):  # the recipes that train adapters take the same settings from lora.yaml
-        lora, with_lora = shipped_config("lora"), config_class(model="m", lora=True)
-        assert {name: getattr(with_lora, name) for name in SETTINGS} == {name: lora[name] for name in SETTINGS}
+    owned = {f.name: f.default for f in dataclasses.fields(config_class)
+             if f.name in release and f.name not in {"data", "data_config", "max_samples", "lora"}}
+    assert owned and set(owned.values()) == {None}, owned
+    built = config_class(**arguments)
+    assert {name: getattr(built, name) for name in owned} == {name: release[name] for name in owned}
+    assert config_class(**arguments, held_out=7).held_out == 7  # a value given is kept
 
 
 @pytest.mark.parametrize("recipe, config_name, arguments", [
