@@ -9,6 +9,7 @@ fill_mask``): ``ettin_ft.pretrain``, ``ettin_ft.generate`` and ``ettin_ft.fill_m
 from importlib import import_module
 
 from ._versions import warn_on_mismatch
+from .auto_classes import register_when_transformers_loads
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,8 @@ _EXPORTS = {
     "train_rerank": ".rerank",
     "train_sft": ".sft",
     "train_classify": ".classify",
+    "TagConfig": ".tag",
+    "train_tag": ".tag",
     "PretrainConfig": ".pretrain",
     "run_pretraining": ".training.loop",
     "StudyConfig": ".compare",
@@ -61,3 +64,4 @@ def __getattr__(name: str):
 
 
 warn_on_mismatch()
+register_when_transformers_loads()  # AutoModelForTokenClassification loads ettin-ft's decoder taggers

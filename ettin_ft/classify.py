@@ -13,9 +13,6 @@ reports the mean and standard deviation.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
 
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
@@ -29,10 +26,10 @@ from .data.classification import (GLUE_TASKS, ClassificationData, glue_task, loa
                                   tokenize_texts)
 from .errors import EttinError, cli_entry
 from .evaluation import classification_metrics, classifier_predictions
-from .seeds import parse_seeds, summarise_seeds
+from .seeds import train_each_seed
 from .recipe import RecipeConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe
 from .recipe_data import column_mapping
-from .run_folder import RunFolder, SkipLastCheckpoint, publish_from_main, publish_trained, write_results
+from .run_folder import RunFolder, SkipLastCheckpoint, publish_with_head, write_results
 from .runtime import model_kwargs
 from .tokenizer import set_post_processing
 
@@ -131,7 +128,7 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
     """Fine-tune a classifier as ``config`` says; returns it (with --seeds: the last seed's). With ``start_if_new``,
     --resume-from-checkpoint latest in a folder without checkpoints starts the run (one seed of several)."""
     if config.seeds and not dry_run:
-        return train_seeds(config, args, runtime)
+        return train_each_seed(train_classify, config, args, runtime)
     args, runtime = prepare_run(config, args, runtime, start_if_new)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     data = classification_data(config)  # every input check before the model loads
@@ -152,36 +149,8 @@ def train_classify(config: ClassifyConfig, args: TrainingArguments, runtime=None
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
         after = classification_metrics(classifier_predictions(trainer, evaluation, data.regression), labels, extra,
                                        data.regression)
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        if config.lora:
-            # An adapter cannot carry the label set, so DIR/final/ is the merged classifier and DIR/adapter/ the adapter.
-            publish_trained(trainer, "adapter")
-            model = model.merge_and_unload()
-            publish_from_main(model, tokenizer, args.output_dir, "final")
-        else:
-            publish_trained(trainer)
+        model = publish_with_head(trainer, tokenizer, config.lora)
         write_results(args.output_dir, config, args, before, after, trainer, extra={"majority": majority})
-    return model
-
-
-def train_seeds(config: ClassifyConfig, args: TrainingArguments, runtime=None):
-    """One run per seed in DIR/seed-N/ (finished ones are kept), then DIR/metrics.json and DIR/config.yaml."""
-    seeds = parse_seeds(config.seeds)
-    single = dataclasses.replace(config, seeds=None)
-    runs, model = {}, None
-    for number, seed in enumerate(seeds, 1):
-        folder = RunFolder(os.path.join(args.output_dir, f"seed-{seed}"))
-        if folder.finished:
-            print(f"seed {seed} ({number}/{len(seeds)}): finished earlier, kept", flush=True)
-        else:
-            print(f"seed {seed} ({number}/{len(seeds)})", flush=True)
-            # with --resume-from-checkpoint latest: each seed that has a checkpoint goes on, the others start
-            model = train_classify(single, dataclasses.replace(args, seed=seed, output_dir=folder.path), runtime,
-                                   start_if_new=True)
-        with open(os.path.join(folder.path, "metrics.json"), encoding="utf-8") as handle:
-            runs[seed] = json.load(handle)
-    summary = summarise_seeds(runs)
-    write_results(args.output_dir, config, args, summary.pop("before"), summary.pop("after"), extra=summary)
     return model
 
 

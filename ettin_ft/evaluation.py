@@ -263,6 +263,41 @@ def classification_metrics(predictions, labels, extra: tuple[str, ...] = (), reg
     return results
 
 
+# ------------------------------------------------------------------------------------------ tagging
+
+
+def word_predictions(trainer, dataset, label_names) -> list[list[str]]:
+    """The trainer's tag for every word of every sentence (its first sub-token's), gathered from every process; a
+    word that truncation cut off gets "O"."""
+    predicted = trainer.predict(dataset).predictions.argmax(-1)
+    sentences = []
+    for ids, word_ids, words in zip(predicted, dataset["word_ids"], dataset["word_count"]):
+        tags = ["O"] * words
+        previous = -1
+        for position, word in enumerate(word_ids):
+            if word >= 0 and word != previous:
+                tags[word] = label_names[ids[position]]
+            previous = word
+        sentences.append(tags)
+    return sentences
+
+
+def tagging_metrics(gold: list[list[str]], predicted: list[list[str]]) -> tuple[dict[str, float], dict[str, dict]]:
+    """Entity-level micro precision, recall and F1 (seqeval's default, conlleval mode) and token accuracy; and
+    per entity type precision, recall, F1 and support."""
+    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+
+    overall = {"f1": f1_score(gold, predicted, zero_division=0),
+               "precision": precision_score(gold, predicted, zero_division=0),
+               "recall": recall_score(gold, predicted, zero_division=0),
+               "accuracy": accuracy_score(gold, predicted)}
+    report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+    per_type = {name: {"precision": float(scores["precision"]), "recall": float(scores["recall"]),
+                       "f1": float(scores["f1-score"]), "support": int(scores["support"])}
+                for name, scores in report.items() if not name.endswith(" avg")}
+    return {name: float(value) for name, value in overall.items()}, per_type
+
+
 # ------------------------------------------------------------------------------------------ language models
 
 

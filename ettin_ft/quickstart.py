@@ -3,8 +3,8 @@
 On the built-in synthetic world: train one tokenizer, pretrain a tiny encoder (MLM) and its paired decoder
 (CLM) — same shape, data and recipe, the Ettin idea in miniature — then fine-tune dense, ColBERT, SPLADE
 and reranker models from the encoder, SFT and LoRA chat models from the decoder, and a dense embedder from
-the decoder too (mean-pooled, as the encoder's) to compare with it, and a question-topic classifier from
-each. Every model is evaluated before and after on held-out data, and both pretrained models are scored
+the decoder too (mean-pooled, as the encoder's) to compare with it, and a question-topic classifier and an
+entity tagger from each. Every model is evaluated before and after on held-out data, and both pretrained models are scored
 zero-shot on facts of the world (which of four employers someone works for, ...). DIR gets results.json,
 REPORT.md and plots. Each stage's folder is an ordinary model run the recipe commands accept; a rerun with the
 same DIR skips finished stages.
@@ -168,6 +168,16 @@ class Quickstart:
                                       eval_data=os.path.join(self.world, "topics_test.jsonl")),
                        self.training_args(TrainingArguments, stage, 30, 1e-3, 32))
 
+    def tag(self, stage: str, base: str) -> None:
+        from transformers import TrainingArguments
+
+        from .tag import TagConfig, train_tag
+
+        # People, cities, universities and employers, tagged in the biographies of held-out people.
+        train_tag(TagConfig(model=self.model_of(base), data=os.path.join(self.world, "entities_train.jsonl"),
+                            eval_data=os.path.join(self.world, "entities_test.jsonl")),
+                  self.training_args(TrainingArguments, stage, 60, 1e-3, 16))
+
 
 STAGES = [
     Stage("pretrain-encoder", "tiny encoder, MLM on the world's biographies", None, "eval_loss", False,
@@ -192,6 +202,10 @@ STAGES = [
           True, lambda q, s: q.classify(s, "pretrain-encoder")),
     Stage("classify-decoder", "question-topic classifier from the decoder (last token)", "pretrain-decoder",
           "accuracy", True, lambda q, s: q.classify(s, "pretrain-decoder")),
+    Stage("tag", "entity tagger from the encoder (people, cities, universities, employers)", "pretrain-encoder", "f1",
+          True, lambda q, s: q.tag(s, "pretrain-encoder")),
+    Stage("tag-decoder", "entity tagger from the decoder (each word seen with its left context only)",
+          "pretrain-decoder", "f1", True, lambda q, s: q.tag(s, "pretrain-decoder")),
 ]
 STAGE_NAMES = [stage.name for stage in STAGES]
 

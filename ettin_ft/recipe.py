@@ -81,9 +81,10 @@ class RetrievalConfig(RecipeConfig):
 def release_settings(recipe: str) -> tuple[dict[str, Any], tuple[str, str | None, int | None]]:
     """configs/<recipe>.yaml, the one home of a recipe's Ettin-release settings: (the defaults of every run,
     the release data as (name, config, row limit)). The data's config and row limit belong to that dataset,
-    so they apply only when --data is not given (``load_training_data``), never to a user's own data."""
+    so they apply only when --data is not given (``load_training_data``), never to a user's own data; a recipe without
+    release data (tag) has none."""
     values = shipped_config(recipe)
-    data = (values.pop("data"), values.pop("data_config", None), values.pop("max_samples", None))
+    data = (values.pop("data", None), values.pop("data_config", None), values.pop("max_samples", None))
     return values, data
 
 

@@ -8,11 +8,12 @@ import os
 from . import plots
 
 PLOTS = {"loss_curves.png": "Training loss per stage", "before_after.png": "Each stage's metric before and after",
-         "encoder_vs_decoder.png": "Encoder vs decoder of the same size: dense retrieval, classification and zero-shot facts"}
+         "encoder_vs_decoder.png": "Encoder vs decoder of the same size: dense retrieval, classification, tagging and zero-shot facts"}
 # (panel title, encoder stage, decoder stage, metrics) of the encoder-vs-decoder plot's fine-tuning panels
 ENCODER_DECODER_PAIRS = [
     ("dense retrieval on held-out people", "dense", "dense-decoder", ("ndcg@10", "mrr@10", "recall@100")),
     ("question topics on held-out people", "classify", "classify-decoder", ("accuracy", "macro_f1")),
+    ("entities in held-out biographies", "tag", "tag-decoder", ("f1", "accuracy")),
 ]
 
 

@@ -150,6 +150,20 @@ def publish_from_main(model, tokenizer, output_dir: str, name: str) -> str:
     return path
 
 
+def publish_with_head(trainer, tokenizer, lora: bool):
+    """DIR/final/ of a model with a task head (classify, tag); returns the model published. With LoRA, final/ is the
+    merged model and DIR/adapter/ the adapter: an adapter alone cannot carry the label set (transformers and peft
+    rebuild the head from the base model's config)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not lora:
+        publish_trained(trainer)
+        return model
+    publish_trained(trainer, "adapter")
+    model = model.merge_and_unload()
+    publish_from_main(model, tokenizer, trainer.args.output_dir, "final")
+    return model
+
+
 def run_settings(config, training_args) -> dict:
     """config.yaml's content: the recipe's fields and the training arguments that differ from the library's."""
     defaults = {f.name: f.default for f in dataclasses.fields(training_args) if f.default is not dataclasses.MISSING}

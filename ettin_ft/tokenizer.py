@@ -100,6 +100,17 @@ def set_post_processing(tokenizer, arch: str) -> None:
     tokenizer.backend_tokenizer.post_processor = _post_processor(arch, tokenizer.cls_token_id, tokenizer.sep_token_id)
 
 
+def encode_words_as_in_text(tokenizer) -> None:
+    """Pre-split words (``is_split_into_words``) encoded as in running text: byte-level BPE (Ettin's, GPT-2's) marks a
+    word's start by the space before it, which a lone word lacks unless the pre-tokenizer adds one. transformers 5
+    ignores ``add_prefix_space=True`` for such tokenizers, so it is set on the pre-tokenizer itself (and saved)."""
+    from tokenizers import pre_tokenizers
+
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+    if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel):
+        pre_tokenizer.add_prefix_space = True
+
+
 def add_chat_template(tokenizer) -> int:
     """Give a decoder tokenizer ChatML: the <|im_start|>/<|im_end|> tokens, the template, eos = <|im_end|>.
 

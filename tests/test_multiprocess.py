@@ -47,6 +47,31 @@ def test_two_processes_classify(tiny_encoder_dir, world_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_processes_tag_with_a_decoder(tiny_decoder_dir, world_dir, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    from ettin_ft.evaluation import tagging_metrics
+
+    out = tmp_path / "tag"
+    # 96 training sentences, 8 per process: one epoch is 96 / (2 × 8) = 6 steps only if both processes train.
+    result = torchrun("tag", "--model", str(tiny_decoder_dir), "--data", str(world_dir / "entities_train.jsonl"),
+                      "--eval-data", str(world_dir / "entities_test.jsonl"), "--per-device-train-batch-size", "8",
+                      "--num-train-epochs", "1", "--logging-steps", "1", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "final", "log_history.jsonl", "metrics.json",
+                                                       "predictions.jsonl"]
+    assert log_steps(out)[-1]["step"] == 6
+    # every evaluation sentence once, predicted by the two processes together and scored as metrics.json says
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (world_dir / "entities_test.jsonl").read_text().splitlines()]
+    assert [(row["tokens"], row["tags"]) for row in rows] == [(row["tokens"], row["tags"]) for row in expected]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert tagging_metrics([r["tags"] for r in rows], [r["predicted"] for r in rows])[0] == metrics["after"]
+    assert type(AutoModelForTokenClassification.from_pretrained(out / "final")).__name__ == \
+        "ModernBertDecoderForTokenClassification"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["dense", "sparse"])
 def test_two_processes_dense_and_sparse(recipe, tiny_encoder_dir, world_dir, tmp_path):
     from sentence_transformers import SentenceTransformer, SparseEncoder

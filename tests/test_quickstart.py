@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # end-to-end training runs
 # The default pretraining (shorter pretraining leaves the encoders too weak: 60 people, 200 steps gave the reranker
 # NDCG@10 0.081 -> 0.049), 0.3 of every fine-tuning stage's steps, and every stage but the reranker.
 REDUCED = {"finetune_scale": 0.3, "stages": "pretrain-encoder,pretrain-decoder,dense,colbert,sparse,sft,lora,"
-                                             "dense-decoder,classify,classify-decoder"}
+                                             "dense-decoder,classify,classify-decoder,tag,tag-decoder"}
 
 
 def winogender() -> str | None:

@@ -136,3 +136,14 @@ def test_the_sft_script_trains_like_its_recipe(lora, tiny_decoder_dir, world100_
     assert len(script) == len(recipe) == 6 and script == pytest.approx(recipe, rel=1e-4), (script, recipe)
     for stage in ("before", "after"):
         assert script_metrics[stage]["eval_loss"] == pytest.approx(recipe_metrics[stage]["held_out_loss"])
+
+
+@pytest.mark.parametrize("arch", ["encoder", "decoder"])
+def test_the_tag_script_trains_like_its_recipe(arch, tiny_encoder_dir, tiny_decoder_dir, world100_dir, tmp_path, capsys):
+    model = tiny_encoder_dir if arch == "encoder" else tiny_decoder_dir
+    (script, recipe), (script_metrics, recipe_metrics) = script_and_recipe_losses(
+        "tag", model, world100_dir / "entities_train.jsonl", tmp_path, capsys, length=("--max-seq-length", "256"))
+    assert len(script) == len(recipe) == 6 and script == pytest.approx(recipe, rel=1e-4), (script, recipe)
+    for stage in ("before", "after"):
+        for name in ("f1", "precision", "recall", "accuracy"):
+            assert script_metrics[stage][f"eval_{name}"] == pytest.approx(recipe_metrics[stage][name]), (stage, name)

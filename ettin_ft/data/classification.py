@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import datasets
 
 from ..errors import EttinError
-from .loading import check_texts, load_data, named_splits, validate
+from .loading import check_texts, hold_out_for_evaluation, load_data, named_splits, validate
 
 GLUE_HUB = "nyu-mll/glue"
 
@@ -164,12 +164,7 @@ def load_classification_data(*, task: str | None, data: str | None, eval_data: s
     if evaluation is not None:
         evaluation = _encode(evaluation, label_column, space, columns, eval_where)
     else:
-        count = min(held_out, len(train) // 10)
-        if count < 1:
-            raise EttinError(f"{train_where}: {len(train)} rows are too few to hold out evaluation rows; "
-                             "pass --eval-data or more data")
-        split = train.train_test_split(test_size=count, seed=0)
-        train, evaluation = split["train"], split["test"]
+        train, evaluation = hold_out_for_evaluation(train, held_out, train_where)
     return ClassificationData(train, evaluation, tuple(columns), space[0] if space else None)
 
 

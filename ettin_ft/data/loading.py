@@ -195,6 +195,17 @@ def load_data(
     return validate(dataset, columns, where, limit)
 
 
+def hold_out_for_evaluation(dataset, count: int, where: str, unit: str = "rows"):
+    """(training rows, evaluation rows) without an evaluation file: ``count`` rows (at most a tenth) split off the same
+    way in every run, or one error when there are too few."""
+    count = min(count, len(dataset) // 10)
+    if count < 1:
+        raise EttinError(f"{where}: {len(dataset)} {unit} are too few to hold out evaluation {unit}; "
+                         "pass --eval-data or more data")
+    split = dataset.train_test_split(test_size=count, seed=0)
+    return split["train"], split["test"]
+
+
 def validate(dataset, columns: Sequence[str], where: str, limit: int | None = None):
     """Check a dataset is non-empty and has ``columns``; keep the first ``limit`` rows."""
     if isinstance(dataset, datasets.Dataset) and len(dataset) == 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -107,6 +108,14 @@ QUESTIONS = {
     "employer": ("Who employs {name}?", "Which company does {name} work for?", "Where does {name} work?"),
 }
 VALUES = {"birth_city": CITIES, "university": UNIVERSITIES, "major": MAJORS, "employer": EMPLOYERS}
+# Named entities of a biography, tagged in BIO: the person (by name, not by pronoun) and three of the values.
+ENTITY_TYPES = {"name": "person", "birth_city": "city", "university": "university", "employer": "employer"}
+WORD = re.compile(r"'s\b|\w+|[^\w\s]")
+
+
+def split_words(text: str) -> list[str]:
+    """Words and punctuation, "'s" apart: "Ann's job." → Ann, 's, job, ."""
+    return WORD.findall(text)
 
 
 @dataclass(frozen=True)
@@ -287,6 +296,23 @@ class SyntheticWorld:
                                  "label": label, "label_text": ("false", "true")[label]})
         return rows
 
+    def entities(self, split: str = "train") -> list[dict]:
+        """Token classification: every biography of the split's people as words with BIO tags for the person, the
+        birth city, the university and the employer ({tokens, tags})."""
+        rows = []
+        for person in self._people(split):
+            spans = [(split_words(person.value(attribute).removeprefix("the ")), kind)
+                     for attribute, kind in ENTITY_TYPES.items()]
+            for variant in range(self.biographies_per_person):
+                tokens = split_words(self.biography(person, variant))
+                tags = ["O"] * len(tokens)
+                for words, kind in spans:
+                    for start in range(len(tokens) - len(words) + 1):
+                        if tokens[start:start + len(words)] == words:
+                            tags[start:start + len(words)] = [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
+                rows.append({"tokens": tokens, "tags": tags})
+        return rows
+
     def multiple_choice(self, attribute: str = "employer", choices: int = 4) -> list[dict]:
         """Zero-shot items {query, choices, gold} on facts seen in pretraining, e.g. "Ann B. Lee works for" → the
         right employer among ``choices`` (the others drawn from the rest of the attribute's values)."""
@@ -323,6 +349,7 @@ class SyntheticWorld:
             write_named(f"sft_{split}", self.sft_chats(split))
             write_named(f"claims_{split}", self.claims(split))
             write_named(f"topics_{split}", self.question_topics(split))
+            write_named(f"entities_{split}", self.entities(split))
         os.makedirs(os.path.join(output_dir, "zeroshot"), exist_ok=True)
         for attribute in VALUES:
             paths[f"zeroshot_{attribute}"] = write_jsonl(os.path.join(output_dir, "zeroshot", f"{attribute}.jsonl"),

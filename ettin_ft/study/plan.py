@@ -13,7 +13,7 @@ from ..folders import CHECKPOINT
 from ..registry import SHAPES, VARIANTS, resolve
 from ..seeds import parse_seeds
 
-RECIPES = ("dense", "colbert", "sparse", "rerank", "classify", "sft", "bias", "zeroshot")
+RECIPES = ("dense", "colbert", "sparse", "rerank", "classify", "tag", "sft", "bias", "zeroshot")
 
 
 # Recipes that score a model as it is: one run per model and revision, no seeds, no final/.

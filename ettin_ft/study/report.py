@@ -17,6 +17,7 @@ from .plan import PROBES, StudyConfig, folder_label
 # The metric plotted and summarised unless --metric says otherwise: the first one a run reports.
 PRIMARY_METRICS = {
     "classify": ("accuracy", "pearson"),
+    "tag": ("f1",),
     "dense": ("ndcg@10", "nanobeir_ndcg@10", "held_out_ndcg@10"),
     "colbert": ("ndcg@10", "nanobeir_ndcg@10", "held_out_ndcg@10"),
     "sparse": ("ndcg@10", "nanobeir_ndcg@10", "held_out_ndcg@10"),
