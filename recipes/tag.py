@@ -4,7 +4,7 @@ What `python -m ettin_ft.tag --data FILE` does, written the way transformers' ow
 copy and edit: words come pre-split, the first sub-token of each word carries its tag, seqeval scores entities.
 Encoders use transformers' ModernBertForTokenClassification; transformers has no tagger for the ModernBERT decoder,
 so `import ettin_ft` registers ettin-ft's with AutoModelForTokenClassification (the one thing taken from ettin-ft).
-Held-out sentences are evaluated before and after training.
+Held-out sentences (or --eval-data) are evaluated before and after training.
 
     python recipes/tag.py --model runs/pretrain/final --data ../shared/data/token_classification/wnut17/train.jsonl \\
         --output-dir runs/plain-wnut17
@@ -28,6 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="encoder or decoder folder (e.g. a pretraining run's final/) or hub id")
     parser.add_argument("--data", required=True, help=".jsonl of {\"tokens\": [...], \"tags\": [...]} sentences")
     parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--eval-data", help="evaluation .jsonl (default: --held-out sentences of --data)")
     parser.add_argument("--held-out", type=int, default=100, help="sentences kept out of training and evaluated")
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -45,7 +46,10 @@ def build_trainer(args) -> Trainer:
     rows = load_dataset("json", data_files=args.data, split="train")
     names = sorted({tag for tags in rows["tags"] for tag in tags}, key=lambda tag: (tag != "O", tag))
     label_of = {name: i for i, name in enumerate(names)}
-    split = rows.train_test_split(test_size=args.held_out, seed=0)
+    if args.eval_data:
+        split = {"train": rows, "test": load_dataset("json", data_files=args.eval_data, split="train")}
+    else:
+        split = rows.train_test_split(test_size=args.held_out, seed=0)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     # Byte-level BPE marks a word's start by the space before it: each pre-split word gets one, as in running text
     # (transformers 5 ignores add_prefix_space=True for these tokenizers, so it is set on the pre-tokenizer).
