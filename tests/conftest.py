@@ -137,17 +137,15 @@ def pretrained_tiny(world100_dir, tmp_path_factory):
     return pretrained
 
 
-@pytest.fixture(scope="session")
-def nanobeir_copy(world100_dir, tmp_path_factory) -> str:
-    """The 100-person world's BEIR split laid out as a local copy of sentence-transformers/NanoBEIR-en ("NanoSciFact"),
-    BM25 top 100 included: NanoBEIR evaluation of it must give the --eval-beir metrics."""
+def write_nanobeir_copy(world_folder: Path, folder: Path) -> str:
+    """A world's BEIR split laid out as a local copy of sentence-transformers/NanoBEIR-en ("NanoSciFact"), BM25 top
+    100 included: NanoBEIR evaluation of it must give the --eval-beir metrics."""
     import datasets
 
     from ettin_ft.data.loading import load_beir
     from ettin_ft.evaluation import bm25_candidates
 
-    split = load_beir(str(world100_dir / "retrieval_eval"))
-    folder = tmp_path_factory.mktemp("nanobeir")
+    split = load_beir(str(world_folder / "retrieval_eval"))
     subsets = {
         "corpus": [{"_id": i, "text": text} for i, text in split.documents().items()],
         "queries": [{"_id": i, "text": text} for i, text in split.queries.items()],
@@ -161,6 +159,29 @@ def nanobeir_copy(world100_dir, tmp_path_factory) -> str:
         configs += f"- config_name: {subset}\n  data_files:\n  - split: NanoSciFact\n    path: {subset}/NanoSciFact.parquet\n"
     (folder / "README.md").write_text(f"---\nconfigs:\n{configs}---\n")
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def nanobeir_copy(world100_dir, tmp_path_factory) -> str:
+    """The 100-person world as a local NanoBEIR copy (100 queries over 100 biographies)."""
+    return write_nanobeir_copy(world100_dir, tmp_path_factory.mktemp("nanobeir"))
+
+
+@pytest.fixture(scope="session")
+def world10_dir(tmp_path_factory) -> Path:
+    """A world of 10 people: 10 held-out queries over 10 biographies, where only the reading of evaluation flags is
+    tested (a reranker scores every query against every candidate)."""
+    from ettin_ft.data.synthetic import SyntheticWorld
+
+    folder = tmp_path_factory.mktemp("world10")
+    SyntheticWorld(people=10, seed=0).write(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_nanobeir_copy(world10_dir, tmp_path_factory) -> str:
+    """The 10-person world as a local NanoBEIR copy."""
+    return write_nanobeir_copy(world10_dir, tmp_path_factory.mktemp("small-nanobeir"))
 
 
 def run_cli_main(module: str, capsys, *args: str):

@@ -34,8 +34,9 @@ def test_an_unknown_command_names_the_closest():
 
 @pytest.mark.parametrize("arguments", [
     pytest.param(["dense", "--model", "encoder-17m", "--learning-rate", "fast"], marks=pytest.mark.slow),
+    # two fresh interpreters each that import the whole stack: the second among the release checks
     pytest.param(["zeroshot", "--data", str(REPO.parent / "shared" / "data" / "zeroshot"), "--dry-run"],
-                 marks=pytest.mark.slow),  # two fresh interpreters that import the whole stack
+                 marks=pytest.mark.release),
 ])
 def test_a_command_equals_python_dash_m(arguments):
     module = COMMANDS[arguments[0]]

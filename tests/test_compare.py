@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from ettin_ft.study.plan import StudyConfig, expand_revisions, plan
 from ettin_ft.errors import EttinError
 
-from .conftest import REPO, run_cli_main, shared_data
+from .conftest import run_cli_main, shared_data
 
 
-def compare(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ettin_ft.compare", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=900)
+def compare(capsys, *args: str) -> SimpleNamespace:
+    """``python -m ettin_ft.compare`` in this process (each of its runs still gets a process of its own)."""
+    status, err, out = run_cli_main("compare", capsys, *args)
+    return SimpleNamespace(returncode=status, stdout=out, stderr="\n".join(err))
 
 
 def test_a_run_folder_expands_to_its_checkpoints_in_step_order(tmp_path):
@@ -63,7 +63,8 @@ def test_bad_arguments_are_one_line_and_exit_2(args, expected, tmp_path, capsys)
 
 
 @pytest.mark.slow  # four probe processes
-def test_a_failed_run_is_recorded_and_a_rerun_keeps_the_finished_ones(tiny_encoder_dir, tiny_decoder_dir, tmp_path):
+def test_a_failed_run_is_recorded_and_a_rerun_keeps_the_finished_ones(tiny_encoder_dir, tiny_decoder_dir, tmp_path,
+                                                                      capsys):
     winogender = shared_data("bias", "winogender")
     study = tmp_path / "study.yaml"
     output = tmp_path / "study"
@@ -73,7 +74,7 @@ def test_a_failed_run_is_recorded_and_a_rerun_keeps_the_finished_ones(tiny_encod
                                      "models": [str(tiny_encoder_dir), {"name": str(tiny_decoder_dir), "args": decoder_args}]}))
 
     write_study(["--batch-size", "many"])
-    result = compare("--config", str(study))
+    result = compare(capsys, "--config", str(study))
     assert result.returncode == 1, result.stderr[-2000:]
     rows = json.loads((output / "comparison.json").read_text())
     assert [row["status"] for row in rows] == ["ok", "failed"]
@@ -83,15 +84,15 @@ def test_a_failed_run_is_recorded_and_a_rerun_keeps_the_finished_ones(tiny_encod
     assert "## Failed runs" in (output / "REPORT.md").read_text()
 
     write_study([])
-    result = compare("--config", str(study))
+    result = compare(capsys, "--config", str(study))
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((output / "comparison.json").read_text())
     assert [(row["status"], row["reused"]) for row in rows] == [("ok", True), ("ok", False)]
     assert "[1/2] " in result.stdout and "finished earlier, kept" in result.stdout
 
 
-@pytest.mark.slow
-def test_study_over_two_checkpoints_of_a_pretrained_pair(pretrained_tiny, world100_dir, tmp_path):
+@pytest.mark.release  # ten runs of their own processes: about two and a half minutes
+def test_study_over_two_checkpoints_of_a_pretrained_pair(pretrained_tiny, world100_dir, tmp_path, capsys):
     runs = [str(pretrained_tiny(arch).parent) for arch in ("encoder", "decoder")]
     common = ["--report-to", "none", "--disable-tqdm", "true", "--learning-rate", "1e-3"]
     studies = {
@@ -106,7 +107,7 @@ def test_study_over_two_checkpoints_of_a_pretrained_pair(pretrained_tiny, world1
     revisions = {"classify": (("checkpoint-100", "100"), ("final", "200")), "dense": (("final", "200"),)}
     for recipe, recipe_args in studies.items():
         output = tmp_path / recipe
-        result = compare("--recipe", recipe, "--models", ",".join(runs), "--revisions",
+        result = compare(capsys, "--recipe", recipe, "--models", ",".join(runs), "--revisions",
                          "all" if len(revisions[recipe]) > 1 else "final", "--output-dir", str(output), "--", *recipe_args)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         with open(output / "comparison.csv", encoding="utf-8", newline="") as handle:
@@ -124,7 +125,7 @@ def test_study_over_two_checkpoints_of_a_pretrained_pair(pretrained_tiny, world1
         for plot in plots:
             assert (output / plot).stat().st_size > 1000
     output = tmp_path / "zeroshot"  # no training: one run per checkpoint, the synthetic world's facts
-    result = compare("--recipe", "zeroshot", "--models", ",".join(runs), "--revisions", "all", "--output-dir", str(output),
+    result = compare(capsys, "--recipe", "zeroshot", "--models", ",".join(runs), "--revisions", "all", "--output-dir", str(output),
                      "--", "--data", str(world100_dir / "zeroshot"), "--limit", "40")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = json.loads((output / "comparison.json").read_text())
@@ -137,6 +138,6 @@ def test_study_over_two_checkpoints_of_a_pretrained_pair(pretrained_tiny, world1
     assert "**acc_norm**" in report and "not drawn" not in report, report
     for plot in ("metric_vs_size.png", "metric_vs_step.png", "encoder_minus_decoder.png"):
         assert (output / plot).stat().st_size > 1000
-    result = compare("--recipe", "classify", "--models", ",".join(runs), "--revisions", "all",
+    result = compare(capsys, "--recipe", "classify", "--models", ",".join(runs), "--revisions", "all",
                      "--output-dir", str(tmp_path / "classify"), "--", *studies["classify"])
     assert result.returncode == 0 and result.stdout.count("finished earlier, kept") == 4, result.stdout

@@ -65,12 +65,12 @@ FINE_TUNING = ["--max-steps", "2", "--per-device-train-batch-size", "8", "--repo
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe, config_name", [("dense", "DenseConfig"), ("sparse", "SparseConfig"),
                                                  ("rerank", "RerankConfig"), ("colbert", "ColbertConfig")])
-def test_every_retrieval_field_is_read(recipe, config_name, tiny_encoder_dir, tiny_decoder_dir, world_dir,
-                                       nanobeir_copy, tmp_path, capsys):
+def test_every_retrieval_field_is_read(recipe, config_name, tiny_encoder_dir, tiny_decoder_dir, world_dir, world10_dir,
+                                       small_nanobeir_copy, tmp_path, capsys):
     config_class = getattr(importlib.import_module(f"ettin_ft.{recipe}"), config_name)
     common = ["--data", str(world_dir / "retrieval_train.jsonl"), "--held-out", "5", "--eval-beir",
-              str(world_dir / "retrieval_eval"), "--eval-beir-split", "test", *FINE_TUNING]
-    nanobeir = ["--eval-nanobeir", "scifact", "--nanobeir-dataset-id", nanobeir_copy]
+              str(world10_dir / "retrieval_eval"), "--eval-beir-split", "test", *FINE_TUNING]
+    nanobeir = ["--eval-nanobeir", "scifact", "--nanobeir-dataset-id", small_nanobeir_copy]
     runs = [["--model", str(tiny_encoder_dir), "--output-dir", str(tmp_path / "a"), *common]]
     refused = {}
     if recipe == "dense":
@@ -79,7 +79,8 @@ def test_every_retrieval_field_is_read(recipe, config_name, tiny_encoder_dir, ti
     if recipe == "sparse":
         runs[0] += nanobeir
     if recipe == "rerank":
-        runs[0] += ["--mining-model", "bm25", "--classifier-pooling", "cls", *nanobeir]
+        # 64 tokens: the cross-encoder scores every query with every candidate, in all three evaluations
+        runs[0] += ["--mining-model", "bm25", "--classifier-pooling", "cls", "--max-seq-length", "64", *nanobeir]
     if recipe == "colbert":
         runs[0] += ["--document-length", "64", *nanobeir]
         runs.append(["--model", str(tiny_encoder_dir), "--output-dir", str(tmp_path / "b"),

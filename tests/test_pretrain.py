@@ -43,10 +43,10 @@ def losses(folder):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,objective", [("encoder", "mlm"), ("decoder", "clm"), ("encoder", "mntp")])
-def test_held_out_loss_falls(arch, objective, world_dir, tmp_path):
-    result = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "run", "--arch", arch, "--objective",
-                                objective, "--max-steps", "40", "--eval-every", "0"))
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_held_out_loss_falls(arch, objective, world_dir, tmp_path, capsys):
+    status, err, _ = run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "run", "--arch", arch,
+                                                 "--objective", objective, "--max-steps", "40", "--eval-every", "0"))
+    assert status == 0, err[-5:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["after"]["eval_loss"] < metrics["before"]["eval_loss"] - 1.0
     history = losses(tmp_path / "run")
@@ -208,7 +208,7 @@ def start_torchrun(*args, env=None):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_and_resume_without_tokenizing_again(world_dir, tmp_path):
+def test_two_processes_match_one_and_resume_without_tokenizing_again(world_dir, tmp_path, capsys):
     """Two processes with two loader workers each train on the rows of one process (the same losses), tokenise
     every training document exactly once between them (counted in the tokenizer itself), and after a kill resume
     to the same losses without tokenising anything again."""
@@ -217,8 +217,8 @@ def test_two_processes_match_one_and_resume_without_tokenizing_again(world_dir, 
 
     # fp32: under bf16 autocast (the default on CPUs with native bf16) sums split over processes differ at 1e-5.
     args = ["--arch", "encoder", "--max-steps", "8", "--save-every", "4", "--eval-every", "0", "--precision", "fp32"]
-    single = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "one", *args))
-    assert single.returncode == 0, single.stderr[-3000:]
+    status, err, _ = run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "one", *args))
+    assert status == 0, err[-5:]
     (tmp_path / "hook").mkdir()
     (tmp_path / "hook" / "sitecustomize.py").write_text(COUNT_TOKENIZED)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "hook"), "TOKENIZED_LOG": str(tmp_path / "tokenized.log")}
@@ -245,13 +245,14 @@ def test_two_processes_match_one_and_resume_without_tokenizing_again(world_dir, 
 
 
 @pytest.mark.slow
-def test_continue_with_context_extension_and_cross_objective(world_dir, tmp_path):
-    base = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "dec", "--arch", "decoder", "--max-steps", "5"))
-    assert base.returncode == 0, base.stderr[-3000:]
-    cross = run_cli(*small_run(world_dir / "pretrain.txt", tmp_path / "enc", "--arch", "encoder", "--objective", "mntp",
-                               "--init", str(tmp_path / "dec" / "final"), "--max-steps", "5", "--context", "8192",
-                               "--mlm-probability", "0.15"))
-    assert cross.returncode == 0, cross.stderr[-3000:]
+def test_continue_with_context_extension_and_cross_objective(world_dir, tmp_path, capsys):
+    status, err, _ = run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "dec", "--arch", "decoder",
+                                                 "--max-steps", "5"))
+    assert status == 0, err[-5:]
+    status, err, _ = run_main(capsys, *small_run(world_dir / "pretrain.txt", tmp_path / "enc", "--arch", "encoder",
+                                                 "--objective", "mntp", "--init", str(tmp_path / "dec" / "final"),
+                                                 "--max-steps", "5", "--context", "8192", "--mlm-probability", "0.15"))
+    assert status == 0, err[-5:]
     model = AutoModelForMaskedLM.from_pretrained(tmp_path / "enc" / "final")
     assert model.config.rope_parameters["full_attention"]["rope_theta"] == 160_000
     assert model.config.max_position_embeddings == 8192

@@ -1,8 +1,10 @@
-"""The main job: a reduced quickstart end to end, its report, and the skipping of finished stages.
+"""The main job: the quickstart at its default settings end to end (every stage improves on its start), its report,
+its stage folders, and the skipping of finished stages.
 
-The quickstart at its default settings (every stage, the reranker's 1,000 steps included: a tiny cross-encoder
-does not improve in fewer) is checked the same way among the release checks, which .ci/run runs after the README's
-test command.
+The default run takes about six minutes on two cores, so it is among the release checks that .ci/run runs after the
+README's test command; the README's command keeps the quickstart's quick checks (and tests/test_every_field.py and
+tests/test_process_state.py run single quickstart stages). A reduced run (fewer steps, no reranker) proved less and
+cost about 150 s of the README's command.
 """
 
 import json
@@ -11,13 +13,6 @@ import os
 import pytest
 
 from .conftest import SHARED_DATA, run_cli_main
-
-pytestmark = pytest.mark.slow  # end-to-end training runs
-
-# The default pretraining (shorter pretraining leaves the encoders too weak: 60 people, 200 steps gave the reranker
-# NDCG@10 0.081 -> 0.049), 0.3 of every fine-tuning stage's steps, and every stage but the reranker.
-REDUCED = {"finetune_scale": 0.3, "stages": "pretrain-encoder,pretrain-decoder,dense,colbert,sparse,sft,lora,"
-                                             "dense-decoder,classify,classify-decoder,tag,tag-decoder"}
 
 
 def winogender() -> str | None:
@@ -30,20 +25,15 @@ def quickstart_dir(tmp_path_factory):
     from ettin_ft.quickstart import QuickstartConfig, run_quickstart
 
     folder = tmp_path_factory.mktemp("quickstart") / "run"
-    run_quickstart(QuickstartConfig(output_dir=str(folder), bias_data=winogender(), **REDUCED))
+    run_quickstart(QuickstartConfig(output_dir=str(folder), bias_data=winogender()))
     return folder
 
 
-def test_report_and_every_stage_beating_its_starting_point(quickstart_dir):
-    assert_report_and_every_stage_improved(quickstart_dir, REDUCED["stages"].split(","))
+@pytest.mark.release
+def test_the_default_quickstart_improves_every_stage(quickstart_dir):
+    from ettin_ft.quickstart import STAGE_NAMES
 
-
-@pytest.mark.release  # about six minutes on two cores
-def test_the_default_quickstart_improves_every_stage(tmp_path):
-    from ettin_ft.quickstart import STAGE_NAMES, QuickstartConfig, run_quickstart
-
-    run_quickstart(QuickstartConfig(output_dir=str(tmp_path / "run"), bias_data=winogender()))
-    assert_report_and_every_stage_improved(tmp_path / "run", STAGE_NAMES)
+    assert_report_and_every_stage_improved(quickstart_dir, STAGE_NAMES)
 
 
 def assert_report_and_every_stage_improved(quickstart_dir, stage_names: list[str]):
@@ -81,6 +71,7 @@ def assert_report_and_every_stage_improved(quickstart_dir, stage_names: list[str
         assert "| encoder |" in report and "| decoder |" in report and "WinoGender" in report
 
 
+@pytest.mark.release
 def test_every_final_folder_has_a_model_card_with_its_metrics(quickstart_dir):
     from huggingface_hub import ModelCard
 
@@ -93,6 +84,7 @@ def test_every_final_folder_has_a_model_card_with_its_metrics(quickstart_dir):
         assert "ettin-ft" in card.data.tags and "Intended use" in card.text, record["stage"]
 
 
+@pytest.mark.release
 def test_stage_folders_are_ordinary_recipe_outputs(quickstart_dir):
     from sentence_transformers import SentenceTransformer
 
@@ -101,14 +93,14 @@ def test_stage_folders_are_ordinary_recipe_outputs(quickstart_dir):
     assert (quickstart_dir / "lora" / "final" / "adapter_config.json").exists()
 
 
+@pytest.mark.release
 def test_a_rerun_skips_finished_stages(quickstart_dir, capsys):
     (quickstart_dir / "dense-decoder" / "stage.json").unlink()
     before = {p: p.stat().st_mtime for p in quickstart_dir.glob("*/stage.json")}
-    status, err, out = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir), "--finetune-scale",
-                                    str(REDUCED["finetune_scale"]), "--stages", REDUCED["stages"])
+    status, err, out = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir))
     assert status == 0, err[-5:]
-    assert out.count("finished earlier, skipped") == 9
-    assert "[8/10] dense-decoder: dense embedder from the decoder (mean pooling)\n" in out
+    assert out.count("finished earlier, skipped") == 12
+    assert "[9/13] dense-decoder: dense embedder from the decoder (mean pooling)\n" in out
     assert {p: p.stat().st_mtime for p in quickstart_dir.glob("*/stage.json") if p in before} == before
     assert (quickstart_dir / "dense-decoder" / "stage.json").exists()
 
@@ -117,11 +109,11 @@ def test_unknown_stage_is_one_line(tmp_path, capsys):
     status, err, _ = run_cli_main("quickstart", capsys, "--output-dir", str(tmp_path / "q"), "--stages", "dense,bogus")
     assert status == 2 and err == ["error: --stages: unknown stage(s) bogus; expected some of pretrain-encoder, "
                                    "pretrain-decoder, dense, colbert, sparse, rerank, sft, lora, dense-decoder, classify, "
-                                   "classify-decoder"]
+                                   "classify-decoder, tag, tag-decoder"]
     assert not (tmp_path / "q").exists()
 
 
+@pytest.mark.release
 def test_other_settings_in_the_same_folder_are_refused(quickstart_dir, capsys):
-    status, err, _ = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir), "--people", "80",
-                                  "--finetune-scale", str(REDUCED["finetune_scale"]))
+    status, err, _ = run_cli_main("quickstart", capsys, "--output-dir", str(quickstart_dir), "--people", "80")
     assert status == 2 and len(err) == 1 and "other settings (people 100 → 80)" in err[0], err
