@@ -91,6 +91,22 @@ def test_a_failed_run_is_recorded_and_a_rerun_keeps_the_finished_ones(tiny_encod
     assert "[1/2] " in result.stdout and "finished earlier, kept" in result.stdout
 
 
+@pytest.mark.slow  # two runs of their own processes
+def test_a_tagging_study_has_a_row_per_model_and_reports_f1(tiny_encoder_dir, tiny_decoder_dir, world_dir, tmp_path,
+                                                           capsys):
+    output = tmp_path / "study"
+    result = compare(capsys, "--recipe", "tag", "--models", f"{tiny_encoder_dir},{tiny_decoder_dir}", "--output-dir",
+                     str(output), "--", "--data", str(world_dir / "entities_train.jsonl"), "--eval-data",
+                     str(world_dir / "entities_test.jsonl"), "--max-steps", "2", "--save-strategy", "no")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((output / "comparison.json").read_text())
+    assert [(row["arch"], row["seed"], row["status"]) for row in rows] == [("encoder", 0, "ok"), ("decoder", 0, "ok")]
+    for row in rows:
+        metrics = json.loads((Path(row["folder"]) / "metrics.json").read_text())
+        assert row["after_f1"] == metrics["after"]["f1"] and row["before_accuracy"] == metrics["before"]["accuracy"]
+    assert "**f1**" in (output / "REPORT.md").read_text()
+
+
 @pytest.mark.release  # ten runs of their own processes: about two and a half minutes
 def test_study_over_two_checkpoints_of_a_pretrained_pair(pretrained_tiny, world100_dir, tmp_path, capsys):
     runs = [str(pretrained_tiny(arch).parent) for arch in ("encoder", "decoder")]
