@@ -111,7 +111,7 @@ def build_classifier(config: ClassifyConfig, data: ClassificationData, runtime):
                          "prediction head starts as its MLM head's (--head-init auto or lm)")
     head_from_lm = config.head_init == "lm" and arch == "decoder" and not config.init_from  # lm was refused above unless Ettin
     model = load_checked(
-        AutoModelForSequenceClassification, source, new=("head.",) if head_from_lm else (), num_labels=data.num_labels,
+        AutoModelForSequenceClassification, source, new=("head.",) if arch == "decoder" else (), num_labels=data.num_labels,
         pad_token_id=tokenizer.pad_token_id, problem_type="regression" if data.regression else "single_label_classification",
         ignore_mismatched_sizes=config.init_from is not None, **labels, **model_kwargs(runtime))
     if head_from_lm:

@@ -76,7 +76,9 @@ def build_tagger(config: TagConfig, data: TaggingData, runtime):
         id2label=dict(enumerate(data.label_names)), label2id={name: i for i, name in enumerate(data.label_names)})
     if config.bidirectional:  # saved in the config, so the reloaded tagger attends both ways too
         model_config.bidirectional = True
-    model = load_checked(AutoModelForTokenClassification, ref, config=model_config, **model_kwargs(runtime))
+    # A decoder's prediction head starts new (its checkpoint's is the LM head's), as in classify's default.
+    model = load_checked(AutoModelForTokenClassification, ref, new=("head.",) if arch == "decoder" else (),
+                         config=model_config, **model_kwargs(runtime))
     if config.lora:
         from peft import get_peft_model
 
