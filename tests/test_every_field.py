@@ -141,6 +141,32 @@ def test_every_classify_field_is_read(tiny_encoder_dir, tiny_decoder_dir, world_
     assert_every_field_read(ClassifyConfig, fields_read("classify", ClassifyConfig, runs, capsys))
 
 
+def test_every_tag_field_is_read(tiny_encoder_dir, tiny_decoder_dir, world_dir, tmp_path, capsys):
+    from ettin_ft.tag import TagConfig
+
+    renamed = tmp_path / "renamed.jsonl"  # the world's entities under other field names, for --column-mapping
+    renamed.write_text("".join(json.dumps({"words": row["tokens"], "labels": row["tags"]}) + "\n" for row in
+                               map(json.loads, (world_dir / "entities_train.jsonl").read_text().splitlines())))
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(["O", "B-person", "I-person", "B-city", "I-city", "B-university", "I-university",
+                                  "B-employer", "I-employer"]))
+    data = ["--max-samples", "60", "--max-seq-length", "48", *FINE_TUNING]
+    runs = [["--model", str(tiny_encoder_dir), "--data", str(renamed), "--column-mapping", "words:tokens,labels:tags",
+             "--held-out", "6", "--label-all-tokens", "--seeds", "0,1", "--output-dir", str(tmp_path / "seeds"), *data],
+            ["--model", str(tiny_decoder_dir), "--data", str(world_dir / "entities_train.jsonl"), "--eval-data",
+             str(world_dir / "entities_test.jsonl"), "--labels", str(labels), "--bidirectional", "--lora", "--lora-r",
+             "4", "--lora-alpha", "8", "--lora-dropout", "0.0", "--lora-target-modules", "Wo,Wi", "--precision", "fp32",
+             "--attn-implementation", "sdpa", "--output-dir", str(tmp_path / "lora"), *data]]
+    reads = fields_read("tag", TagConfig, runs, capsys)
+    # data_config and data_split choose within a hub dataset: refused for local data
+    refused = {"data_config": ["--data-config", "x"], "data_split": ["--data-split", "test"]}
+    for name, flags in refused.items():
+        assert_refused("tag", [*runs[1][:4], *flags, "--output-dir", str(tmp_path / "refused")],
+                       f"--{name.replace('_', '-')}", capsys)
+        assert not (tmp_path / "refused").exists()
+    assert_every_field_read(TagConfig, reads, refused)
+
+
 @pytest.mark.slow
 def test_every_sft_field_is_read(tiny_decoder_dir, world_dir, tmp_path, capsys):
     from ettin_ft.sft import SftRecipeConfig

@@ -46,19 +46,23 @@ def _checked(tokens, tags, where: str) -> tuple[list[str], list[str]]:
     return tokens, tags
 
 
-def _jsonl_sentences(path: str):
+def _jsonl_sentences(path: str, renames: dict[str, str]):
     for number, line in text_lines(path):
         if line.strip() and not line.lstrip().startswith("{"):
             raise EttinError(f"{path} line {number}: {line.strip()[:40]!r} is not a JSON row; a .jsonl file holds one "
                              "{\"tokens\": [...], \"tags\": [...]} object per line (CoNLL text belongs in a .conll file)")
     for number, row in _jsonl_rows(path):
+        row = {renames.get(key, key): value for key, value in row.items()}
         missing = [name for name in ("tokens", "tags") if name not in row]
         if missing:
             raise EttinError(f"{path} line {number}: no \"{missing[0]}\" field; expected {{\"tokens\": [...], \"tags\": [...]}}")
         yield _checked(row["tokens"], row["tags"], f"{path} line {number}")
 
 
-def _conll_sentences(path: str):
+def _conll_sentences(path: str, renames: dict[str, str]):
+    if renames:
+        raise EttinError(f"--column-mapping applies to jsonl rows and hub datasets; {path} is CoNLL text, whose columns "
+                         "are the token and the tag")
     tokens, tags, start = [], [], None
     for number, line in text_lines(path):
         fields = line.split()
@@ -80,14 +84,15 @@ def _conll_sentences(path: str):
         yield _checked(tokens, tags, f"{path} line {start}")
 
 
-def read_sentences(path: str) -> datasets.Dataset:
-    """The sentences of one local file (jsonl rows or CoNLL text) as a dataset of tokens and tags."""
+def read_sentences(path: str, column_mapping: dict[str, str] | None = None) -> datasets.Dataset:
+    """The sentences of one local file (jsonl rows, their fields renamed by ``column_mapping``, or CoNLL text) as a
+    dataset of tokens and tags."""
     if not os.path.isfile(path):
         raise EttinError(f"data file {path} does not exist")
     check_utf8(path)
     reader = _jsonl_sentences if path.lower().endswith(".jsonl") else _conll_sentences
     tokens, tags = [], []
-    for sentence_tokens, sentence_tags in reader(path):
+    for sentence_tokens, sentence_tags in reader(path, column_mapping or {}):
         tokens.append(sentence_tokens), tags.append(sentence_tags)
     if not tokens:
         raise EttinError(f"{path} holds no sentences; expected {{\"tokens\", \"tags\"}} rows or CoNLL lines")
@@ -135,6 +140,9 @@ def load_tagging_data(*, data: str, eval_data: str | None = None, labels: str | 
     """Training and evaluation sentences and the label names: the evaluation file (``eval_data``, else the
     folder's validation.jsonl), else ``held_out`` training sentences (at most a tenth)."""
     labels_file = labels
+    local = os.path.isdir(data) or os.path.isfile(data) or data.startswith((".", "/", "~")) or data.count("/") != 1
+    if local and (data_config is not None or data_split != "train"):
+        raise EttinError(f"--data-config and --data-split apply to hub datasets only; {data} is local data")
     if os.path.isdir(data):
         train_where = os.path.join(data, "train.jsonl")
         if not os.path.isfile(train_where):
@@ -144,12 +152,12 @@ def load_tagging_data(*, data: str, eval_data: str | None = None, labels: str | 
         eval_data = eval_data or (validation if os.path.isfile(validation) else None)
         folder_labels = os.path.join(data, "labels.json")
         labels_file = labels_file or (folder_labels if os.path.isfile(folder_labels) else None)
-        train = read_sentences(train_where)
-    elif os.path.isfile(data) or data.startswith((".", "/", "~")) or data.count("/") != 1:
-        train_where, train = data, read_sentences(data)
+        train = read_sentences(train_where, column_mapping)
+    elif local:
+        train_where, train = data, read_sentences(data, column_mapping)
     else:
         train_where, train = f"hub dataset {data}", _hub_sentences(data, data_config, data_split, column_mapping)
-    evaluation = read_sentences(eval_data) if eval_data else None
+    evaluation = read_sentences(eval_data, column_mapping) if eval_data else None
     if max_samples:
         train = train.select(range(min(max_samples, len(train))))
     if labels_file:
