@@ -72,14 +72,14 @@ def evaluate(recipe: str, model_dir: str, eval_set: str, max_seq_length: int, tr
     else:
         module = importlib.import_module(f"ettin_ft.{recipe}")
         config_class = {"dense": "DenseConfig", "sparse": "SparseConfig", "colbert": "ColbertConfig"}[recipe]
+        build = {"dense": "build_embedder", "sparse": "build_splade", "colbert": "build_colbert"}[recipe]
         if trained:
             from sentence_transformers import MultiVectorEncoder, SentenceTransformer, SparseEncoder
 
             model = {"dense": SentenceTransformer, "sparse": SparseEncoder, "colbert": MultiVectorEncoder}[recipe](model_dir)
         else:
-            model = module.build_model(getattr(module, config_class)(model=model_dir, max_seq_length=max_seq_length,
-                                                                     **({"document_length": 180} if recipe == "colbert" else {})),
-                                       runtime)
+            lengths = {"document_length": 180} if recipe == "colbert" else {"max_seq_length": max_seq_length}
+            model = getattr(module, build)(getattr(module, config_class)(model=model_dir, **lengths), runtime)
     evaluator = retrieval_evaluator(recipe, split)
     return shared_metrics(evaluator(model), evaluator.primary_metric)["ndcg@10"]
 
