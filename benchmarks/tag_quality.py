@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--timing-steps", type=int, default=150)
     parser.add_argument("--timing-repeats", type=int, default=2)
+    parser.add_argument("--parts", default="quality,plain,timing", help="which of quality (ettin-ft over seeds), plain "
+                        "(recipes/tag.py over seeds) and timing to run")
     parser.add_argument("--work-dir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     parser.add_argument("--plain", help=argparse.SUPPRESS)  # internal: one plain-script run (model folder)
@@ -97,8 +99,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     finals = pretrain(work, args)
     seeds = [int(s) for s in args.seeds.split(",")]
+    parts = set(args.parts.split(","))
     quality = {}
-    for label, (arch, flags) in SIDES.items():
+    for label, (arch, flags) in SIDES.items() if parts & {"quality", "plain"} else ():
         folder = work / f"wnut17-{label.replace(' --', '-')}"
         run(tag_command(finals[arch], str(folder), args.steps, args, "--seeds", args.seeds, *flags))
         metrics = json.load(open(folder / "metrics.json"))
@@ -106,7 +109,7 @@ def main() -> None:
                           "per_type": {t: v["f1"] for t, v in metrics["seeds"][str(seeds[0])]["per_type"].items()}}
         print(label, json.dumps(quality[label]), flush=True)
     plain = {}
-    for arch in ("encoder", "decoder"):
+    for arch in ("encoder", "decoder") if "plain" in parts else ():
         runs = []
         for seed in seeds:
             args.seed_of_plain = seed
@@ -114,7 +117,7 @@ def main() -> None:
         plain[arch] = [r["f1"] for r in runs]
         print("plain", arch, plain[arch], flush=True)
     timing = []
-    for arch in ("encoder", "decoder"):
+    for arch in ("encoder", "decoder") if "timing" in parts else ():
         sides = {"ettin": [], "plain": []}
         args.seed_of_plain = 0
         for _ in range(args.timing_repeats):
@@ -126,17 +129,20 @@ def main() -> None:
     print(f"\n{args.size} pair, {args.pretrain_steps} pretraining steps; WNUT-17 train → test, {args.steps} steps of "
           f"batch {args.batch_size}, lr {args.learning_rate}, {args.max_seq_length} tokens, fp32, seeds {args.seeds}; "
           f"native bf16: {cpu_has_native_bf16()}\n")
-    print("| model | test F1 (mean ± std) | before training | F1 per type (seed " + str(seeds[0]) + ") |\n|---|---|---|---|")
+    if quality:
+        print("| model | test F1 (mean ± std) | before training | F1 per type (seed " + str(seeds[0]) + ") |\n|---|---|---|---|")
     for label, q in quality.items():
         mean, std = mean_std(q["f1"])
         types = ", ".join(f"{t} {v:.2f}" for t, v in sorted(q["per_type"].items()))
         print(f"| {label} | {mean:.3f} ± {std:.3f} | {q['before']:.3f} | {types} |")
-    print("\n| model | ettin-ft F1 | recipes/tag.py F1 | difference | 2 standard errors |\n|---|---|---|---|---|")
-    for arch in ("encoder", "decoder"):
+    if plain:
+        print("\n| model | ettin-ft F1 | recipes/tag.py F1 | difference | 2 standard errors |\n|---|---|---|---|---|")
+    for arch in plain:
         (ours, our_std), (theirs, their_std) = mean_std(quality[arch]["f1"]), mean_std(plain[arch])
         two_se = 2 * math.sqrt((our_std ** 2 + their_std ** 2) / len(seeds))
         print(f"| {arch} | {ours:.3f} ± {our_std:.3f} | {theirs:.3f} ± {their_std:.3f} | {ours - theirs:+.3f} | {two_se:.3f} |")
-    print("\n| model | ettin-ft samples/s | plain Trainer samples/s | ratio |\n|---|---|---|---|")
+    if timing:
+        print("\n| model | ettin-ft samples/s | plain Trainer samples/s | ratio |\n|---|---|---|---|")
     for t in timing:
         print(f"| {t['arch']} | {' / '.join(f'{v:.1f}' for v in t['ettin'])} | "
               f"{' / '.join(f'{v:.1f}' for v in t['plain'])} | {t['ratio']:.2f}x |")
