@@ -3,11 +3,7 @@
 location and the dry run. Data and evaluators live in ``recipe_data``; run folders and publishing in ``run_folder``.
 
 A recipe module reads like an upstream example script: config, data, model, loss, trainer, then
-train → evaluate → publish. Output layout (the contract other tools rely on):
-
-    DIR/final/          the trained model, loadable by its library class, with its model card
-    DIR/config.yaml     the resolved configuration (recipe fields and training arguments)
-    DIR/metrics.json    {"before": {metric: value}, "after": {metric: value}}
+train → evaluate → publish, into DIR/final/ (the model, with its card), DIR/config.yaml and DIR/metrics.json.
 """
 
 from __future__ import annotations
@@ -79,21 +75,16 @@ class RetrievalConfig(RecipeConfig):
 
 
 def release_settings(recipe: str) -> tuple[dict[str, Any], tuple[str, str | None, int | None]]:
-    """configs/<recipe>.yaml, the one home of a recipe's Ettin-release settings: (the defaults of every run,
-    the release data as (name, config, row limit)). The data's config and row limit belong to that dataset,
-    so they apply only when --data is not given (``load_training_data``), never to a user's own data; a recipe without
-    release data (tag) has none."""
+    """configs/<recipe>.yaml: (the defaults of every run, the release data as (name, config, row limit), if any). The
+    data's config and row limit apply only when --data is not given (``load_training_data``), never to a user's data."""
     values = shipped_config(recipe)
     data = (values.pop("data", None), values.pop("data_config", None), values.pop("max_samples", None))
     return values, data
 
 
 def parse_recipe(config_class, arguments_class, defaults: dict[str, Any], argv, prog: str, description: str):
-    """Parse a recipe's config and its library's TrainingArguments (any field as a flag or YAML key).
-
-    ``defaults`` are the recipe's Ettin-release values, applied below --config and flags. Returns
-    (config, training_args, dry_run); ``prepare_run`` then settles device and precision.
-    """
+    """(config, training_args, dry_run) from flags and YAML, ``defaults`` (the release values) below --config and
+    flags; ``prepare_run`` then settles device and precision."""
     import torch
 
     # bf16/fp16 stay off unless asked for (trl would switch bf16 on by itself); --precision decides the rest.

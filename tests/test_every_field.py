@@ -141,6 +141,7 @@ def test_every_classify_field_is_read(tiny_encoder_dir, tiny_decoder_dir, world_
     assert_every_field_read(ClassifyConfig, fields_read("classify", ClassifyConfig, runs, capsys))
 
 
+@pytest.mark.slow
 def test_every_tag_field_is_read(tiny_encoder_dir, tiny_decoder_dir, world_dir, tmp_path, capsys):
     from ettin_ft.tag import TagConfig
 

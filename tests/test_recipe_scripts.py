@@ -138,6 +138,7 @@ def test_the_sft_script_trains_like_its_recipe(lora, tiny_decoder_dir, world100_
         assert script_metrics[stage]["eval_loss"] == pytest.approx(recipe_metrics[stage]["held_out_loss"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["encoder", "decoder"])
 def test_the_tag_script_trains_like_its_recipe(arch, tiny_encoder_dir, tiny_decoder_dir, world100_dir, tmp_path, capsys):
     model = tiny_encoder_dir if arch == "encoder" else tiny_decoder_dir

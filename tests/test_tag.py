@@ -39,6 +39,7 @@ def taggers(pretrained_tiny, world100_dir, tmp_path_factory):
     return tagger
 
 
+@pytest.mark.slow  # 120 training steps per architecture (and the pretrained pair)
 @pytest.mark.parametrize("arch", ["encoder", "decoder"])
 def test_both_architectures_learn_the_worlds_entities(arch, taggers):
     from seqeval.metrics import f1_score
@@ -58,6 +59,7 @@ def test_both_architectures_learn_the_worlds_entities(arch, taggers):
     assert f1_score(gold, predicted) == pytest.approx(metrics["after"]["f1"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["encoder", "decoder"])
 def test_the_tagger_reloads_with_the_auto_class_and_the_pipeline_finds_entities(arch, taggers):
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
@@ -155,6 +157,7 @@ def test_label_all_tokens_labels_each_sub_token_with_inside_tags():
     assert align_labels(word_ids, [1, 2, 0], True, inside_tags(names)) == [-100, 1, 2, 2, 2, 2, 0, -100]
 
 
+@pytest.mark.slow
 def test_lora_with_seeds_from_the_command_line(tiny_decoder_dir, world_dir, tmp_path, capsys):
     from transformers import AutoModelForTokenClassification
 
