@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from importlib.abc import MetaPathFinder
 
 AUTO_MODELS = "transformers.models.auto.modeling_auto"
 
 
 def register_model_classes() -> None:
-    from .decoder_tagger import register
-
+    """Register, or warn in one line: this runs inside whatever import first loads transformers' Auto classes, which
+    must not fail because of ettin-ft (a transformers release without the APIs the tagger uses)."""
+    try:
+        from .decoder_tagger import register
+    except ImportError as error:
+        warnings.warn(f"ettin-ft: the ModernBERT decoder's token classifier is unavailable with this transformers "
+                      f"({error}); AutoModelForTokenClassification will not load ettin-ft decoder taggers", stacklevel=2)
+        return
     register()
 
 

@@ -3,6 +3,7 @@ to the metrics, reloading with the Auto class and the pipeline, the decoder's ca
 forms, LoRA with seeds, and bad inputs."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,23 @@ def test_bad_data_is_one_line_exit_2_and_no_folder(content, name, expected, tiny
                                   *labels, "--output-dir", str(tmp_path / "out"))
     assert status == 2 and len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_registration_warns_instead_of_breaking_the_import(monkeypatch):
+    """The registration runs inside the import that first loads transformers' Auto classes: a transformers without
+    the tagger's APIs gets one warning, and that import goes on."""
+    import builtins
+
+    from ettin_ft import auto_classes
+
+    real_import = builtins.__import__
+
+    def without_the_tagger(name, *args, **kwargs):
+        if name.endswith("decoder_tagger"):
+            raise ImportError("cannot import name 'create_bidirectional_sliding_window_mask'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "ettin_ft.decoder_tagger", raising=False)
+    monkeypatch.setattr(builtins, "__import__", without_the_tagger)
+    with pytest.warns(UserWarning, match="token classifier is unavailable with this transformers"):
+        auto_classes.register_model_classes()
