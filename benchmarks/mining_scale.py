@@ -68,11 +68,11 @@ def worker(side: str, pairs_count: int, queries: int, num_negatives: int) -> Non
 
     pairs = make_pairs(pairs_count)
     if side == "ettin-ft":
-        from ettin_ft.rerank import bm25_hard_negatives  # (torch and the training stack come with it)
+        from ettin_ft.mining import bm25_negatives  # (torch and the training stack come with it)
     start = time.perf_counter()
     if side == "ettin-ft":
-        mined = bm25_hard_negatives(datasets.Dataset.from_list(pairs), num_negatives)
-        negatives, queries = sum(1 for label in mined["label"] if label == 0), len(pairs)
+        mined = bm25_negatives(datasets.Dataset.from_list(pairs), num_negatives)
+        negatives, queries = sum(len(found) for found in mined["negatives"]), len(pairs)
     else:
         negatives = old_miner(pairs, queries, num_negatives)
     seconds = time.perf_counter() - start

@@ -112,11 +112,11 @@ def write_inputs(work: Path) -> None:
     if not (work / "rerank_rows.jsonl").exists():
         import datasets
 
-        from ettin_ft.rerank import bm25_hard_negatives
+        from ettin_ft.mining import as_labelled_pairs, bm25_negatives
 
         pairs = datasets.load_dataset("json", data_files=str(SHARED / "retrieval_pairs" / "pubmedqa_pqal.jsonl"),
                                       split="train")
-        bm25_hard_negatives(pairs, 3).to_json(str(work / "rerank_rows.jsonl"))
+        as_labelled_pairs(bm25_negatives(pairs, 3)).to_json(str(work / "rerank_rows.jsonl"))
 
 
 def commands(row: Row, model: str, seed: int, work: Path) -> dict[str, list[str]]:

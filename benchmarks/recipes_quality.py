@@ -44,10 +44,11 @@ def plain_script(recipe: str, model_dir: str, data: str, args) -> float:
     if recipe == "rerank":  # the script mines with an embedding model from the hub; offline it gets BM25-labelled rows
         import datasets
 
-        from ettin_ft.rerank import bm25_hard_negatives
+        from ettin_ft.mining import as_labelled_pairs, bm25_negatives
 
         labelled = Path(tempfile.mkdtemp()) / "labelled.jsonl"
-        bm25_hard_negatives(datasets.load_dataset("json", data_files=data, split="train"), 3).to_json(str(labelled))
+        as_labelled_pairs(bm25_negatives(datasets.load_dataset("json", data_files=data, split="train"), 3)).to_json(
+            str(labelled))
         data = str(labelled)
     length = ["--document-length", "180"] if recipe == "colbert" else ["--max-seq-length", str(args.max_seq_length)]
     trainer = script.build_trainer(script.parse_args([

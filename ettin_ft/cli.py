@@ -18,7 +18,7 @@ from .errors import EttinError, cli_entry
 # command → module, in the order --help lists them (the pipeline's order)
 COMMANDS = {
     "quickstart": "quickstart", "pretrain": "pretrain", "dense": "dense", "colbert": "colbert", "sparse": "sparse",
-    "rerank": "rerank", "classify": "classify", "tag": "tag", "sft": "sft", "zeroshot": "zeroshot", "bias": "bias",
+    "rerank": "rerank", "mine": "mine", "classify": "classify", "tag": "tag", "sft": "sft", "zeroshot": "zeroshot", "bias": "bias",
     "compare": "compare", "generate": "generate", "fill-mask": "fill_mask", "convert": "convert", "models": "models",
     "synthetic": "data.synthetic",
 }

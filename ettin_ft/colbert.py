@@ -1,7 +1,9 @@
 """Multi-vector retrieval: an Ettin encoder → a ColBERT model (sentence-transformers' MultiVectorEncoder).
 
-Knowledge distillation on the release data, lightonai/ms-marco-en-bge (its train / queries / documents subsets,
-joined by ``resolve_ids``); (query, positive, negative) rows without teacher scores train contrastively instead.
+Knowledge distillation (``--loss distillation``: KL, as PyLate and ColBERTv2) on the release data,
+lightonai/ms-marco-en-bge (its train / queries / documents subsets, joined by ``resolve_ids``), on candidate rows
+with ``scores``, or on scores from ``--teacher`` / ``--teacher-scores``; ``margin-mse`` distils by MarginMSE instead.
+(query, positive[, negatives]) rows without scores train contrastively (``contrastive``).
 The model and the losses are PyLate's, as the Ettin ColBERTs were trained (now in sentence-transformers):
 [Q]/[D] prefix tokens, queries expanded to --query-length with mask tokens, punctuation skipped in documents,
 a 128-dimensional projection. ``final/`` is saved in PyLate's layout, which both sentence-transformers'
@@ -25,6 +27,7 @@ from transformers import set_seed
 from .colbert_format import (KD_WAYS, as_pylate_layout, is_multi_vector_model, min_max_kd_scores, new_colbert, set_lengths,
                              training_prompts)
 from .compat import expose_similarity_to_wrapped_losses, save_from_the_writing_process_only
+from .distillation import CANDIDATE_COLUMNS, candidate_rows, choose_loss, learns_from_scores, loss_columns, scored_rows
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .models import load_through_library
@@ -43,7 +46,7 @@ class ColbertConfig(RetrievalConfig):
     PIPELINE_TAG = "sentence-similarity"
     RELEASE = "colbert"
 
-    objective: str = field(default="auto", metadata={"help": "auto (distillation on the default data or when --queries is given; contrastive otherwise), distillation or contrastive"})
+    objective: str | None = field(default=None, metadata={"help": "the earlier name of --loss (auto, distillation or contrastive)"})
     queries: str | None = field(default=None, metadata={"help": "distillation: queries (query_id, text); default: the hub dataset's 'queries' subset"})
     documents: str | None = field(default=None, metadata={"help": "distillation: documents (document_id, text); default: the 'documents' subset"})
     query_length: int = field(default=32, metadata={"help": "query tokens (ColBERT query augmentation pads to this)"})
@@ -51,6 +54,10 @@ class ColbertConfig(RetrievalConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.objective not in (None, "auto"):
+            if self.loss not in (None, "auto", self.objective):
+                raise EttinError(f"--objective {self.objective} and --loss {self.loss} disagree; give --loss alone")
+            self.loss = self.objective
         if self.max_seq_length is not None:  # queries and documents are sized apart
             raise EttinError(f"--max-seq-length {self.max_seq_length} does not apply to ColBERT; set --query-length "
                              f"({self.query_length}) and --document-length ({self.document_length}) instead")
@@ -106,31 +113,39 @@ def train_colbert(config: ColbertConfig, args: MultiVectorEncoderTrainingArgumen
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate_base_model(config, "colbert")
-    objective = config.objective
-    if objective == "auto":
-        objective = "distillation" if config.data is None or config.queries else "contrastive"
-    if objective == "distillation":
+    where = config.data or KD_DATA
+    kd_by_ids = (config.data is None or config.queries) and config.loss in (None, "auto", "distillation", "margin-mse")
+    if kd_by_ids:  # PyLate's KD data: ids and scores, the texts looked up in --queries / --documents
+        if config.teacher or config.teacher_scores:
+            raise EttinError(f"{where}: these distillation rows carry their teacher's scores already; a teacher scores "
+                             "(query, positive[, negatives]) rows")
         train, held_out = distillation_data(config)
-    elif objective == "contrastive":
-        # In-batch negatives always; a hard negative too when the data has one.
-        train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=["negative"]))
-    else:
-        raise EttinError(f"unknown --objective {objective!r}; expected auto, distillation or contrastive")
+        config = dataclasses.replace(config, loss="distillation" if config.loss in (None, "auto") else config.loss)
+    else:  # in-batch negatives always, the rows' hard negatives too; their scores, if any, to distil from
+        train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"],
+                                                                    optional=CANDIDATE_COLUMNS))
+        train = candidate_rows(train, where)
+        config = dataclasses.replace(config, loss=choose_loss("colbert", config, train))
     evaluators = evaluators_for("colbert", config, held_out)
     model = build_colbert(config, runtime, located)  # after every input check
-    if objective == "distillation":  # PyLate's Distillation: KL on min-max normalised student scores
-        loss = losses.MultiVectorDistillKLDivLoss(model, similarity_fct=min_max_kd_scores)
-    else:
-        loss = losses.MultiVectorMultipleNegativesRankingLoss(model)
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-    args = dataclasses.replace(args, prompts=training_prompts(model, list(train[0])))
-    trainer = MultiVectorEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss,
-                                        callbacks=[SkipLastCheckpoint()])
-    save_from_the_writing_process_only(trainer)
-    expose_similarity_to_wrapped_losses(trainer)
     with RunFolder(args.output_dir).tidy_on_failure():
+        if not kd_by_ids:
+            distilled = learns_from_scores("colbert", config.loss)
+            train = loss_columns(scored_rows(config, train, args, runtime) if distilled else train, distilled, where)
+        if config.loss == "distillation":  # PyLate's Distillation: KL on min-max normalised student scores
+            loss = losses.MultiVectorDistillKLDivLoss(model, similarity_fct=min_max_kd_scores)
+        elif config.loss == "margin-mse":
+            loss = losses.MultiVectorMarginMSELoss(model)
+        else:
+            loss = losses.MultiVectorMultipleNegativesRankingLoss(model)
+        args = dataclasses.replace(args, prompts=training_prompts(model, list(train[0])))
+        trainer = MultiVectorEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                                            callbacks=[SkipLastCheckpoint()])
+        save_from_the_writing_process_only(trainer)
+        expose_similarity_to_wrapped_losses(trainer)
         before = run_evaluators(model, evaluators)
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
         after = run_evaluators(model, evaluators)

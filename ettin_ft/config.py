@@ -47,6 +47,16 @@ def shipped_config(name: str) -> dict[str, Any]:
     return read_yaml(str(files("ettin_ft.configs") / f"{name}.yaml"))
 
 
+def config_file(path: str) -> str:
+    """A --config file: the path given, or else the YAML shipped with ettin-ft under that name, so
+    ``configs/rerank/ettin-reranker.yaml`` (or ``rerank/ettin-reranker``) works outside a checkout too."""
+    if os.path.exists(path):
+        return path
+    name = path.removeprefix("configs/").removesuffix(".yaml")
+    shipped = files("ettin_ft.configs") / f"{name}.yaml"
+    return str(shipped) if shipped.is_file() else path
+
+
 def early_value(argv: list[str] | None, name: str, **argument) -> Any:
     """What ``--name`` is set to, read before the full parse (which needs the defaults it selects): the flag's
     value, else the ``--config`` file's, else None. ``argument`` as for ``add_argument``."""
@@ -57,7 +67,7 @@ def early_value(argv: list[str] | None, name: str, **argument) -> Any:
     flag = getattr(known, name)
     if flag is not None:
         return flag
-    return read_yaml(known.config).get(name) if known.config else None
+    return read_yaml(config_file(known.config)).get(name) if known.config else None
 
 
 def parse_config(*config_classes, argv: list[str] | None = None, prog: str | None = None, description: str = "",
@@ -75,7 +85,7 @@ def parse_config(*config_classes, argv: list[str] | None = None, prog: str | Non
         parser.set_defaults(**defaults)
     known, _ = parser.parse_known_args(argv)
     if known.config:
-        values = read_yaml(known.config)
+        values = read_yaml(config_file(known.config))
         fields = {f.name for cls in config_classes for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)
         if unknown:

@@ -1,8 +1,10 @@
 """Dense embeddings: an Ettin encoder (or decoder) → a sentence-transformers embedder.
 
-CachedMultipleNegativesRankingLoss over mean-pooled tokens, for decoders too, so the encoder and decoder of one size
-compare on the same pooling (a small decoder's last token barely learns: BENCHMARKS.md, benchmarks/decoder_pooling.py).
-Defaults, the Ettin release's settings and data: configs/dense.yaml.
+CachedMultipleNegativesRankingLoss (``--loss cmnrl``) over mean-pooled tokens, for decoders too, so the encoder and
+decoder of one size compare on the same pooling (a small decoder's last token barely learns: BENCHMARKS.md,
+benchmarks/decoder_pooling.py). From a teacher's scores (``--teacher``, ``--teacher-scores`` or rows with ``scores``):
+MarginMSELoss (``margin-mse``, the default then) or DistillKLDivLoss (``kl``), on dot products, which the saved model
+then scores with. Defaults, the Ettin release's settings and data: configs/dense.yaml.
 
     python -m ettin_ft.dense --model 150m --output-dir runs/dense-150m
     python -m ettin_ft.dense --model runs/pretrain/final --data pairs.jsonl \
@@ -11,6 +13,7 @@ Defaults, the Ettin release's settings and data: configs/dense.yaml.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -19,6 +22,7 @@ from sentence_transformers.sentence_transformer import losses, modules
 from transformers import set_seed
 
 from .compat import save_from_the_writing_process_only
+from .distillation import CANDIDATE_COLUMNS, candidate_rows, choose_loss, learns_from_scores, loss_columns, scored_rows
 from .errors import cli_entry
 from .models import load_through_library
 from .recipe import (RetrievalConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
@@ -55,26 +59,42 @@ def build_embedder(config: DenseConfig, runtime, located=None) -> SentenceTransf
                                device=str(runtime.device))
 
 
+def dense_loss(model: SentenceTransformer, config: DenseConfig):
+    if config.loss == "cmnrl":
+        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
+    elif config.loss == "margin-mse":
+        loss = losses.MarginMSELoss(model)
+    else:
+        loss = losses.DistillKLDivLoss(model)
+    if config.matryoshka_dims:
+        loss = losses.MatryoshkaLoss(model, loss, [int(d) for d in config.matryoshka_dims.split(",")])
+    return loss
+
+
 def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments, runtime=None, dry_run=False):
     """Train a dense embedder as ``config`` says; returns the trained SentenceTransformer."""
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate_base(config)
-    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=["negative"],
+    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=CANDIDATE_COLUMNS,
                                                                 default=RELEASE_DATA))
+    where = config.data or RELEASE_DATA[0]
+    train = candidate_rows(train, where)
+    config = dataclasses.replace(config, loss=choose_loss("dense", config, train))
     evaluators = evaluators_for("dense", config, held_out)
     model = build_embedder(config, runtime, located)  # after every input check
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-    loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
-    if config.matryoshka_dims:
-        loss = losses.MatryoshkaLoss(model, loss, [int(d) for d in config.matryoshka_dims.split(",")])
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
-                                         evaluator=SequentialEvaluator(list(evaluators.values())) if evaluators else None,
-                                         callbacks=[SkipLastCheckpoint()])
-    save_from_the_writing_process_only(trainer)
     with RunFolder(args.output_dir).tidy_on_failure():
+        distilled = learns_from_scores("dense", config.loss)
+        train = loss_columns(scored_rows(config, train, args, runtime) if distilled else train, distilled, where)
+        if distilled:  # the losses compare dot products with the teacher's scores: the model then scores with them
+            model.similarity_fn_name = "dot"
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=dense_loss(model, config),
+                                             evaluator=SequentialEvaluator(list(evaluators.values())) if evaluators else None,
+                                             callbacks=[SkipLastCheckpoint()])
+        save_from_the_writing_process_only(trainer)
         before = run_evaluators(model, evaluators)
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
         after = run_evaluators(model, evaluators)

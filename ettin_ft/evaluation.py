@@ -106,7 +106,8 @@ def held_out_as_beir(rows) -> BeirSplit:
         elif "label" in row:
             judged = [(row["passage"], row["label"] > 0)]
         else:
-            judged = [(row["positive"], True)] + ([(row["negative"], False)] if row.get("negative") else [])
+            negatives = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
+            judged = [(row["positive"], True)] + [(negative, False) for negative in negatives]
         query = query_ids.setdefault(row["query"], f"q{len(query_ids)}")
         for text, relevant in judged:
             passage = passage_ids.setdefault(text, f"d{len(passage_ids)}")

@@ -10,8 +10,9 @@ from .data.loading import check_texts, load_beir, load_data
 from .errors import EttinError
 from .run_folder import is_main_process, wait_for_everyone
 
-# Training columns that hold no text (every other column a recipe reads must be non-empty text).
-NON_TEXT_COLUMNS = ("label",)
+# Training columns that hold no text (every other column a recipe reads must be non-empty text); the lists of
+# candidate rows are checked by distillation.candidate_rows.
+NON_TEXT_COLUMNS = ("label", "negatives", "scores")
 
 
 def column_mapping(config) -> dict[str, str] | None:

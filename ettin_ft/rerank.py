@@ -1,17 +1,22 @@
 """Reranking: an Ettin encoder → a sentence-transformers CrossEncoder with one output.
 
-BinaryCrossEntropyLoss with pos_weight = the number of hard negatives. Defaults, the Ettin release's settings
-and data: configs/rerank.yaml. (query, positive) pairs get
-hard negatives mined with sentence_transformers.util.mine_hard_negatives from an embedding model, or
-offline with BM25 (``--mining-model bm25``); (query, passage, label) rows train as they are.
+From labels (``--loss bce``): BinaryCrossEntropyLoss with pos_weight = the number of hard negatives; (query, positive)
+pairs get hard negatives mined with an embedding model (mine_hard_negatives) or offline with BM25
+(``--mining-model bm25``), and (query, passage, label) rows train as they are. From a teacher's scores
+(``--teacher``, ``--teacher-scores`` or rows with ``scores``): pointwise MSELoss on the raw scores (``mse``, the
+default then, as the released Ettin rerankers were trained) or MarginMSELoss (``margin-mse``). The head pools the
+[CLS] token (``--pooling cls``, the released rerankers' choice) or the mean. Defaults, the Ettin release's settings
+and data: configs/rerank.yaml; the released rerankers' recipe: ``--config configs/rerank/ettin-reranker.yaml``.
 Evaluation reranks the BM25 top 100 of every query.
 
     python -m ettin_ft.rerank --model 150m --output-dir runs/reranker-150m
     python -m ettin_ft.rerank --model runs/pretrain/final --data pairs.jsonl --mining-model bm25 ...
+    python -m ettin_ft.rerank --model 17m --data pairs.jsonl --mining-model bm25 --teacher runs/big-reranker/final ...
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import datasets
@@ -22,8 +27,9 @@ from transformers import set_seed
 
 from .compat import save_from_the_writing_process_only
 from .data.loading import load_data
+from .distillation import CANDIDATE_COLUMNS, candidate_rows, choose_loss, learns_from_scores, loss_columns, scored_rows
 from .errors import EttinError, cli_entry
-from .evaluation import BM25
+from .mining import as_labelled_pairs, mine_negatives
 from .models import load_through_library
 from .recipe import (RetrievalConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
                      release_settings)
@@ -32,6 +38,7 @@ from .run_folder import RunFolder, SkipLastCheckpoint, publish_trained, write_re
 from .runtime import model_kwargs
 
 DEFAULTS, RELEASE_DATA = release_settings("rerank")
+POOLINGS = ("cls", "mean")
 
 
 @dataclass
@@ -40,58 +47,52 @@ class RerankConfig(RetrievalConfig):
     PIPELINE_TAG = "text-ranking"
     RELEASE = "rerank"
 
-    num_negatives: int | None = field(default=None, metadata={"help": "hard negatives per query (also the loss's pos_weight)"})
+    num_negatives: int | None = field(default=None, metadata={"help": "hard negatives mined per query (also BCE's pos_weight)"})
     mining_model: str | None = field(default=None, metadata={"help": "embedding model for mine_hard_negatives, or 'bm25' (offline)"})
-    classifier_pooling: str | None = field(default=None, metadata={"help": "ModernBERT classifier pooling: cls or mean (default: the model's)"})
+    pooling: str | None = field(default=None, metadata={"help": "the head's pooling: cls (the released Ettin rerankers') or mean; saved in the model's config"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pooling not in POOLINGS:
+            raise EttinError(f"--pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
 
 
-def bm25_hard_negatives(pairs: datasets.Dataset, num_negatives: int, relative_margin: float = 0.05,
-                        range_max: int = 50) -> datasets.Dataset:
-    """Labelled pairs: each query with its positive (1) and its top BM25 passages (0).
-
-    As in mine_hard_negatives, negatives come from each query's ``range_max`` best passages (plus
-    ``num_negatives``), and a candidate must score below (1 - ``relative_margin``) × the positive's score:
-    passages that match the query as well as its positive are likely unlabelled positives.
-    """
-    passages = list(dict.fromkeys(pairs["positive"]))
-    index_of = {p: i for i, p in enumerate(passages)}
-    bm25 = BM25({str(i): p for i, p in enumerate(passages)})
-    queries, positives = list(pairs["query"]), [index_of[p] for p in pairs["positive"]]
-    found, scores = bm25.top_k(queries, num_negatives + range_max)
-    ceilings = (1 - relative_margin) * bm25.pair_scores(queries, positives)
-    rows = {"query": [], "passage": [], "label": []}
-    for query, positive, candidates, candidate_scores, ceiling in zip(queries, positives, found, scores, ceilings):
-        negatives = [passages[i] for i, score in zip(candidates, candidate_scores) if score < ceiling][:num_negatives]
-        for passage, label in [(passages[positive], 1)] + [(n, 0) for n in negatives]:
-            rows["query"].append(query), rows["passage"].append(passage), rows["label"].append(label)
-    return datasets.Dataset.from_dict(rows)
-
-
-def training_pairs(config: RerankConfig) -> tuple[datasets.Dataset, datasets.Dataset | None]:
-    """(training rows, held-out rows): (query, passage, label) rows given as such, or mined from (query, positive)
-    pairs (the held-out pairs are split off first and not mined)."""
+def labelled_rows(config: RerankConfig) -> bool:
+    """Whether the training rows are (query, passage, label)."""
     probe = load_data(config.data, limit=1, column_mapping=column_mapping(config)) if config.data else None
-    if probe is not None and {"query", "passage", "label"} <= set(probe.column_names):
+    return probe is not None and {"query", "passage", "label"} <= set(probe.column_names)
+
+
+def training_rows(config: RerankConfig) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """(training rows, held-out rows): (query, passage, label) rows as given, or candidate rows (query, positive,
+    negatives[, scores]), their negatives mined when no row has any (the held-out rows are split off first)."""
+    if labelled_rows(config):
+        if config.teacher or config.teacher_scores:
+            raise EttinError(f"{config.data}: (query, passage, label) rows train from labels; a teacher scores "
+                             "(query, positive[, negatives]) rows (python -m ettin_ft.mine writes them)")
         # whole queries are held out, each with its labelled passages, so every held-out query can be ranked
         return split_held_out(config, load_training_data(config, ["query", "passage", "label"]), group="query")
-    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], default=RELEASE_DATA))
-    if config.mining_model == "bm25":
-        return bm25_hard_negatives(train, config.num_negatives), held_out
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.util import mine_hard_negatives
+    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=CANDIDATE_COLUMNS,
+                                                                default=RELEASE_DATA))
+    train = candidate_rows(train, config.data or RELEASE_DATA[0])
+    if not any(train["negatives"]):
+        train = mine_negatives(train.select_columns(["query", "positive"]), config.mining_model, config.num_negatives)
+    return train, held_out
 
-    from .hub import locate
 
-    try:
-        ref = locate(config.mining_model)
-    except EttinError as error:  # its hint is about --model; here the way out is BM25
-        reason = str(error).split(";")[0]
-        raise EttinError(f"--mining-model {config.mining_model}: {reason}; pass --mining-model bm25 to mine hard "
-                         "negatives offline, or a local embedding model folder") from None
-    embedder = SentenceTransformer(ref.path, revision=ref.revision)
-    mined = mine_hard_negatives(train, embedder, anchor_column_name="query", positive_column_name="positive",
-                                num_negatives=config.num_negatives, output_format="labeled-pair", verbose=False)
-    return mined.rename_columns(dict(zip(mined.column_names, ["query", "passage", "label"]))), held_out
+def pointwise(rows: datasets.Dataset) -> datasets.Dataset:
+    """(query, passage, score): one row per candidate with the teacher's score, as MSELoss takes them."""
+    flat = {"query": [], "passage": [], "score": []}
+    for query, positive, negatives, scores in zip(rows["query"], rows["positive"], rows["negatives"], rows["scores"]):
+        for passage, score in zip([positive, *negatives], scores):
+            flat["query"].append(query), flat["passage"].append(passage), flat["score"].append(score)
+    return datasets.Dataset.from_dict(flat)
+
+
+def rerank_loss(model: CrossEncoder, config: RerankConfig):
+    if config.loss == "bce":
+        return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
+    return losses.MSELoss(model) if config.loss == "mse" else losses.MarginMSELoss(model)
 
 
 def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runtime=None, dry_run=False):
@@ -99,22 +100,29 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     ref = locate_base_model(config, "rerank").ref
-    if config.num_negatives < 1:
-        raise EttinError(f"--num-negatives must be at least 1, got {config.num_negatives}")
-    train, held_out = training_pairs(config)
+    train, held_out = training_rows(config)
+    config = dataclasses.replace(config, loss=choose_loss("rerank", config, train))
     evaluators = evaluators_for("rerank", config, held_out)
-    pooling = {"classifier_pooling": config.classifier_pooling} if config.classifier_pooling else {}
+    distilled = learns_from_scores("rerank", config.loss)
+    # a distilled reranker outputs raw scores, on its teacher's scale, as the released Ettin rerankers do
+    activation = {"activation_fn": torch.nn.Identity()} if distilled else {}
     model = load_through_library(ref, lambda: CrossEncoder(
         ref.path, num_labels=1, revision=ref.revision, max_length=config.max_seq_length, device=str(runtime.device),
-        model_kwargs=model_kwargs(runtime), config_kwargs=pooling), lambda built: built.model)
+        model_kwargs=model_kwargs(runtime), config_kwargs={"classifier_pooling": config.pooling}, **activation),
+        lambda built: built.model)
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-    loss = losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss,
-                                  callbacks=[SkipLastCheckpoint()])
-    save_from_the_writing_process_only(trainer)
     with RunFolder(args.output_dir).tidy_on_failure():
+        where = config.data or RELEASE_DATA[0]
+        if distilled:
+            train = scored_rows(config, train, args, runtime)
+            train = pointwise(train) if config.loss == "mse" else loss_columns(train, True, where)
+        elif "negatives" in train.column_names:
+            train = as_labelled_pairs(train)
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=rerank_loss(model, config),
+                                      callbacks=[SkipLastCheckpoint()])
+        save_from_the_writing_process_only(trainer)
         before = run_evaluators(model, evaluators)
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
         after = run_evaluators(model, evaluators)

@@ -1,14 +1,17 @@
 """Sparse retrieval (SPLADE): an Ettin encoder's MLM head → a sentence-transformers SparseEncoder.
 
-SpladeLoss (FLOPS regularizers on queries and documents) over SparseMultipleNegativesRankingLoss. Defaults,
-the Ettin release's settings and data: configs/sparse.yaml. Evaluation also reports the average active
-dimensions of queries and documents.
+SpladeLoss (FLOPS regularizers on queries and documents) over SparseMultipleNegativesRankingLoss (``--loss mnrl``),
+or, from a teacher's scores (``--teacher``, ``--teacher-scores`` or rows with ``scores``), SparseMarginMSELoss
+(``margin-mse``, the default then) or SparseDistillKLDivLoss (``kl``), as SPLADE-v3 distils. Defaults, the Ettin
+release's settings and data: configs/sparse.yaml. Evaluation also reports the average active dimensions of queries
+and documents.
 
     python -m ettin_ft.sparse --model 150m --output-dir runs/splade-150m
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from sentence_transformers.base.modules import Transformer
@@ -18,6 +21,7 @@ from sentence_transformers.sparse_encoder.modules import SpladePooling
 from transformers import set_seed
 
 from .compat import save_from_the_writing_process_only
+from .distillation import CANDIDATE_COLUMNS, candidate_rows, choose_loss, learns_from_scores, loss_columns, scored_rows
 from .errors import cli_entry
 from .models import load_through_library
 from .recipe import (RetrievalConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
@@ -52,20 +56,26 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate_base_model(config, "sparse")
-    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=["negative"],
+    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=CANDIDATE_COLUMNS,
                                                                 default=RELEASE_DATA))
+    where = config.data or RELEASE_DATA[0]
+    train = candidate_rows(train, where)
+    config = dataclasses.replace(config, loss=choose_loss("sparse", config, train))
     evaluators = evaluators_for("sparse", config, held_out)
     model = build_splade(config, runtime, located)  # after every input check
     if dry_run:
         print_dry_run(config, args, model, train)
         return model
-    loss = losses.SpladeLoss(model, losses.SparseMultipleNegativesRankingLoss(model),
-                             query_regularizer_weight=config.query_regularizer_weight,
-                             document_regularizer_weight=config.document_regularizer_weight)
-    trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss,
-                                   callbacks=[SkipLastCheckpoint()])
-    save_from_the_writing_process_only(trainer)
     with RunFolder(args.output_dir).tidy_on_failure():
+        distilled = learns_from_scores("sparse", config.loss)
+        train = loss_columns(scored_rows(config, train, args, runtime) if distilled else train, distilled, where)
+        ranking = {"mnrl": losses.SparseMultipleNegativesRankingLoss, "margin-mse": losses.SparseMarginMSELoss,
+                   "kl": losses.SparseDistillKLDivLoss}[config.loss](model)
+        loss = losses.SpladeLoss(model, ranking, query_regularizer_weight=config.query_regularizer_weight,
+                                 document_regularizer_weight=config.document_regularizer_weight)
+        trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                                       callbacks=[SkipLastCheckpoint()])
+        save_from_the_writing_process_only(trainer)
         before = run_evaluators(model, evaluators)
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
         after = run_evaluators(model, evaluators)

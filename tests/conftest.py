@@ -104,6 +104,19 @@ def tiny_decoder_dir(decoder_tokenizer, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_teacher_dir(tiny_encoder_dir, tmp_path_factory) -> Path:
+    """A (random) cross-encoder on the tiny encoder: its scores are arbitrary but fixed, all a teacher's need to be
+    where distillation's plumbing is tested."""
+    from sentence_transformers import CrossEncoder
+    from transformers import set_seed
+
+    set_seed(7)
+    folder = tmp_path_factory.mktemp("teacher") / "reranker"
+    CrossEncoder(str(tiny_encoder_dir), num_labels=1, device="cpu").save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def world100_dir(tmp_path_factory) -> Path:
     """A world of 100 people: 100 held-out queries over 100 biographies, enough for stable metrics."""
     from ettin_ft.data.synthetic import SyntheticWorld

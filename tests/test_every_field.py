@@ -80,7 +80,7 @@ def test_every_retrieval_field_is_read(recipe, config_name, tiny_encoder_dir, ti
         runs[0] += nanobeir
     if recipe == "rerank":
         # 64 tokens: the cross-encoder scores every query with every candidate, in all three evaluations
-        runs[0] += ["--mining-model", "bm25", "--classifier-pooling", "cls", "--max-seq-length", "64", *nanobeir]
+        runs[0] += ["--mining-model", "bm25", "--pooling", "mean", "--max-seq-length", "64", *nanobeir]
     if recipe == "colbert":
         runs[0] += ["--document-length", "64", *nanobeir]
         runs.append(["--model", str(tiny_encoder_dir), "--output-dir", str(tmp_path / "b"),

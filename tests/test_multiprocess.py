@@ -109,17 +109,28 @@ def test_two_processes_colbert(tiny_encoder_dir, world_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_rerank(tiny_encoder_dir, world_dir, tmp_path):
+def test_two_processes_rerank_distilled_from_a_teacher(tiny_encoder_dir, tiny_teacher_dir, world_dir, tmp_path):
+    """Each process scores its share of the pairs; the main process writes every pair's score, as one process
+    scores them; then both train."""
+    import torch
     from sentence_transformers import CrossEncoder
 
     out = tmp_path / "rerank"
-    # 633 labelled rows, 16 per process: one epoch is 633 // (2 × 16) = 19 steps only if both processes train.
-    result = torchrun("rerank", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "rerank_train.jsonl"),
-                      "--held-out", "0", "--per-device-train-batch-size", "16", "--num-train-epochs", "1",
-                      "--logging-steps", "1", "--output-dir", str(out))
+    # 400 pairs with 2 BM25 negatives each, 16 per process: 380 training rows; one epoch of pointwise rows is
+    # 1,140 // (2 × 16) = 35 steps only if both processes train.
+    result = torchrun("rerank", "--model", str(tiny_encoder_dir), "--data", str(world_dir / "retrieval_train.jsonl"),
+                      "--teacher", str(tiny_teacher_dir), "--mining-model", "bm25", "--num-negatives", "2",
+                      "--held-out", "20", "--per-device-train-batch-size", "16", "--num-train-epochs", "1",
+                      "--logging-steps", "1", "--max-seq-length", "64", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    only_one_run(out)
-    assert log_steps(out)[-1]["step"] == 19
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["config.yaml", "final", "log_history.jsonl", "metrics.json", "teacher_scores.jsonl"], names
+    written = [json.loads(line) for line in (out / "teacher_scores.jsonl").read_text().splitlines()]
+    pairs = [(row["query"], row["document"]) for row in written]
+    assert len(pairs) == len(set(pairs)) >= 380 * 2
+    alone = CrossEncoder(str(tiny_teacher_dir), device="cpu").predict(pairs, activation_fn=torch.nn.Identity())
+    assert [row["score"] for row in written] == pytest.approx(alone.tolist(), abs=1e-5)
+    assert log_steps(out)[-1]["step"] == len(pairs) // 32
     assert len(CrossEncoder(str(out / "final")).predict([("a question", "a passage")])) == 1
 
 

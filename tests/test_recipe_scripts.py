@@ -54,12 +54,12 @@ def test_workflow_scripts_on_the_public_api(world100_dir, tmp_path, monkeypatch)
 
 
 def script_and_recipe_losses(name: str, model, data, tmp_path, capsys, script_args=(), recipe_args=(),
-                             length=("--max-seq-length", "64"), seed: int = 0):
-    """Train recipes/<name>.py and `python -m ettin_ft.<name>` alike (same model, data, held-out rows, steps,
-    batch, learning rate and seed): the logged training losses and held-out metrics of each."""
+                             length=("--max-seq-length", "64"), seed: int = 0, script_name: str | None = None):
+    """Train recipes/<script_name or name>.py and `python -m ettin_ft.<name>` alike (same model, data, held-out rows,
+    steps, batch, learning rate and seed): the logged training losses and held-out metrics of each."""
     shared = ["--model", str(model), "--data", str(data), "--max-steps", "6", "--learning-rate", "5e-4", *length,
               "--held-out", "10", "--seed", str(seed)]
-    script = runpy.run_path(str(RECIPES / f"{name}.py"))
+    script = runpy.run_path(str(RECIPES / f"{script_name or name}.py"))
     runs = tmp_path / f"seed{seed}"
     trainer = script["main"]([*shared, "--batch-size", "8", "--logging-steps", "1", "--output-dir",
                               str(runs / "script"), *script_args])
@@ -111,6 +111,20 @@ def test_the_rerank_script_trains_like_its_recipe(tiny_encoder_dir, world100_dir
     # the recipe reranks the BM25 top 100: all ten held-out passages
     seeds_train_alike("rerank", tiny_encoder_dir, world100_dir / "rerank_train.jsonl", tmp_path, capsys,
                       "eval_held_out_ndcg@10")
+
+
+@pytest.mark.slow
+def test_the_distill_reranker_script_trains_like_its_recipe(tiny_encoder_dir, world100_dir, tmp_path, capsys):
+    """Rows with a teacher's scores: the recipe's default then is the released rerankers' pointwise MSE."""
+    pairs = [json.loads(line) for line in (world100_dir / "retrieval_train.jsonl").read_text().splitlines()][:80]
+    rows = [{"query": pair["query"], "positive": pair["positive"],
+             "negatives": [pairs[(number + k) % len(pairs)]["positive"] for k in (1, 2)],
+             "scores": [4.0 + number % 3, -1.0, -2.0 - number % 2]} for number, pair in enumerate(pairs)]
+    data = tmp_path / "scored.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    # the recipe reranks the BM25 top 100: all thirty held-out passages
+    seeds_train_alike("rerank", tiny_encoder_dir, data, tmp_path, capsys, "eval_held_out_ndcg@10",
+                      script_name="distill_reranker")
 
 
 @pytest.mark.slow

@@ -183,25 +183,28 @@ def test_the_seed_chooses_the_batches(pretrained_encoder, world_dir, tmp_path, c
 
 
 def test_bm25_miner_labels_and_margin(world):
-    """Negatives score below 95% of the positive; near-duplicates of the positive are left out."""
+    """Negatives score below 95% of the positive; near-duplicates of the positive are left out; as labelled pairs
+    each query has its positive (1), then its negatives (0)."""
     import datasets
 
     from ettin_ft.evaluation import BM25
-    from ettin_ft.rerank import bm25_hard_negatives
+    from ettin_ft.mining import as_labelled_pairs, bm25_negatives
 
     rows = world.retrieval_pairs("train")[:40]
-    mined = bm25_hard_negatives(datasets.Dataset.from_list(rows), 3)
-    assert mined.column_names == ["query", "passage", "label"]
+    mined = bm25_negatives(datasets.Dataset.from_list(rows), 3)
+    assert mined.column_names == ["query", "positive", "negatives"]
     passages = list(dict.fromkeys(r["positive"] for r in rows))
     bm25 = BM25({str(i): p for i, p in enumerate(passages)})
-    for row in rows:
-        labelled = [(r["passage"], r["label"]) for r in mined if r["query"] == row["query"]]
-        assert labelled[0] == (row["positive"], 1) and 1 <= len(labelled) <= 4
+    for row, found in zip(rows, mined):
+        assert (found["query"], found["positive"]) == (row["query"], row["positive"]) and 1 <= len(found["negatives"]) <= 3
         scores = bm25.scores(row["query"])
         positive_score = scores[passages.index(row["positive"])]
-        for passage, label in labelled[1:]:
-            assert label == 0 and passage != row["positive"]
-            assert scores[passages.index(passage)] < 0.95 * positive_score
+        for passage in found["negatives"]:
+            assert passage != row["positive"] and scores[passages.index(passage)] < 0.95 * positive_score
+    labelled = as_labelled_pairs(mined)
+    assert labelled.column_names == ["query", "passage", "label"]
+    assert len(labelled) == sum(1 + len(n) for n in mined["negatives"]) and sum(labelled["label"]) == len(rows)
+    assert labelled[0] == {"query": rows[0]["query"], "passage": rows[0]["positive"], "label": 1}
 
 
 @pytest.mark.slow

@@ -1,0 +1,256 @@
+"""Learning from a teacher's scores, shared by the reranker, dense, SPLADE and ColBERT recipes.
+
+Training rows are candidate rows: (query, positive, negatives) with, when a teacher has judged them, ``scores``
+(the positive's first, then each negative's). The scores come with the data, from ``--teacher-scores FILE`` or
+from ``--teacher MODEL``, which scores every (query, candidate) pair of the training rows once, before training,
+into the run folder's ``teacher_scores.jsonl`` (one ``{"query", "document", "score"}`` row per pair; a resumed run
+reads it back). Each recipe's ``--loss`` then takes the columns its sentence-transformers loss expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import datasets
+
+from .errors import EttinError
+from .process_state import datasets_progress_bars
+from .run_folder import is_main_process, processes, wait_for_everyone
+
+SCORES_FILE = "teacher_scores.jsonl"
+
+
+@dataclass(frozen=True)
+class Losses:
+    from_labels: str  # the default without scores
+    from_scores: str  # the default with scores: the recipe's distillation loss
+    needing_scores: tuple[str, ...]
+    others: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.from_labels, *self.others, *self.needing_scores)))
+
+
+LOSSES = {
+    # the released Ettin rerankers: pointwise MSE on the teacher's raw scores
+    "rerank": Losses("bce", "mse", ("mse", "margin-mse")),
+    "dense": Losses("cmnrl", "margin-mse", ("margin-mse", "kl")),
+    "sparse": Losses("mnrl", "margin-mse", ("margin-mse", "kl")),
+    # PyLate's and ColBERTv2's distillation: KL on the teacher's scores
+    "colbert": Losses("contrastive", "distillation", ("distillation", "margin-mse")),
+}
+
+
+def choose_loss(recipe: str, config, rows: datasets.Dataset) -> str:
+    """The loss a run trains with: --loss, else the recipe's distillation loss when the rows have scores or
+    --teacher / --teacher-scores will give them, else its loss from labels."""
+    losses, teacher = LOSSES[recipe], config.teacher or config.teacher_scores
+    scored = bool(teacher) or "scores" in rows.column_names
+    if config.loss in (None, "auto"):
+        return losses.from_scores if scored else losses.from_labels
+    if config.loss not in losses.names:
+        raise EttinError(f"unknown --loss {config.loss!r} for {recipe}; expected auto or one of {', '.join(losses.names)}")
+    if config.loss in losses.needing_scores and not scored:
+        raise EttinError(f"--loss {config.loss} learns from a teacher's scores: give --teacher MODEL or --teacher-scores "
+                         "FILE, or rows with a 'scores' list (python -m ettin_ft.mine --teacher writes them)")
+    if teacher and config.loss not in losses.needing_scores:
+        raise EttinError(f"--loss {config.loss} does not learn from scores, so the teacher would go unused; choose one "
+                         f"of {', '.join(losses.needing_scores)} or leave --loss unset")
+    return config.loss
+
+
+def learns_from_scores(recipe: str, loss: str) -> bool:
+    return loss in LOSSES[recipe].needing_scores
+
+
+# Training columns a candidate row may have beside (query, positive).
+CANDIDATE_COLUMNS = ["negative", "negatives", "scores"]
+
+
+def candidate_rows(rows: datasets.Dataset, where: str) -> datasets.Dataset:
+    """(query, positive, negatives[, scores]) from rows with a ``negatives`` list, one ``negative`` or none; every
+    row's ``scores``, if any, is one number per candidate, the positive's first."""
+    if "negatives" not in rows.column_names:
+        single = ["negative"] if "negative" in rows.column_names else []
+        with datasets_progress_bars(False):
+            rows = rows.map(lambda row: {"negatives": [row[c] for c in single]}, remove_columns=single)
+    rows = rows.select_columns(["query", "positive", "negatives"] + (["scores"] if "scores" in rows.column_names else []))
+    for number, row in enumerate(rows.select_columns([c for c in ("negatives", "scores") if c in rows.column_names]),
+                                 start=1):
+        negatives = row["negatives"]
+        if not isinstance(negatives, list) or not all(isinstance(n, str) and n.strip() for n in negatives):
+            raise EttinError(f"{where} row {number}: 'negatives' must be a list of non-empty texts")
+        if "scores" in row:
+            scores = row["scores"]
+            if not isinstance(scores, list) or not all(isinstance(s, (int, float)) for s in scores):
+                raise EttinError(f"{where} row {number}: 'scores' must be a list of numbers")
+            if len(scores) != 1 + len(negatives):
+                raise EttinError(f"{where} row {number}: 'scores' has {len(scores)} values for {1 + len(negatives)} "
+                                 "candidates; expected one per candidate, the positive's first, then each negative's")
+    return rows
+
+
+def load_teacher(name: str, runtime):
+    """(the teacher model, its kind: rerank, dense, sparse or colbert) from a local folder or the hub."""
+    from sentence_transformers import CrossEncoder, MultiVectorEncoder, SentenceTransformer, SparseEncoder
+    from sentence_transformers.util import load_file_path
+
+    from .hub import locate
+    from .runtime import model_kwargs
+
+    ref = locate(name)
+    found = {file: load_file_path(ref.path, file, revision=ref.revision)
+             for file in ("config_sentence_transformers.json", "modules.json", "config.json")}
+    settings = read_json(found["config_sentence_transformers.json"])
+    architectures = read_json(found["config.json"]).get("architectures") or []
+    kinds = {"CrossEncoder": "rerank", "SentenceTransformer": "dense", "SparseEncoder": "sparse", "ColBERT": "colbert",
+             "MultiVectorEncoder": "colbert"}
+    kind = kinds.get(settings.get("model_type"))
+    if kind is None and any(a.endswith("ForSequenceClassification") for a in architectures):
+        kind = "rerank"  # a cross-encoder saved by transformers or an older sentence-transformers
+    if kind is None and found["modules.json"]:
+        kind = "dense"
+    if kind is None:
+        raise EttinError(f"--teacher {name}: not a cross-encoder, dense, sparse or ColBERT model (no "
+                         "config_sentence_transformers.json, modules.json or sequence-classification head)")
+    model_class = {"rerank": CrossEncoder, "dense": SentenceTransformer, "sparse": SparseEncoder,
+                   "colbert": MultiVectorEncoder}[kind]
+    teacher = model_class(ref.path, revision=ref.revision, device=str(runtime.device), model_kwargs=model_kwargs(runtime))
+    return teacher, kind
+
+
+def read_json(path: str | None) -> dict:
+    if not path:
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+CHUNK = 4096  # pairs scored per step: bounds the embeddings held at once
+
+
+def score_pairs(teacher, kind: str, pairs: list[tuple[str, str]], batch_size: int) -> list[float]:
+    """The teacher's score of every (query, document) pair. Each process scores its share (every n-th pair); the
+    libraries batch by length within each chunk; the main process shows the progress."""
+    import torch
+    from tqdm.auto import tqdm
+
+    state = processes()
+    share = pairs[state.process_index::state.num_processes]
+    scores: list[float] = []
+    with tqdm(total=len(pairs), desc="teacher scores", unit="pair", disable=not state.is_main_process) as bar:
+        for start in range(0, len(share), CHUNK):
+            chunk = share[start:start + CHUNK]
+            with torch.inference_mode():
+                if kind == "rerank":  # raw scores (logits), as the Ettin rerankers distilled them
+                    found = teacher.predict(chunk, batch_size=batch_size, activation_fn=torch.nn.Identity(),
+                                            show_progress_bar=False, convert_to_tensor=True)
+                else:
+                    # multi-vector embeddings come as a list of tensors (one per text, of its length) anyway
+                    tensors = {} if kind == "colbert" else {"convert_to_tensor": True}
+                    queries = teacher.encode_query([q for q, _ in chunk], batch_size=batch_size,
+                                                   show_progress_bar=False, **tensors)
+                    documents = teacher.encode_document([d for _, d in chunk], batch_size=batch_size,
+                                                        show_progress_bar=False, **tensors)
+                    found = teacher.similarity_pairwise(queries, documents)
+            scores.extend(float(s) for s in found.float().cpu().reshape(-1))
+            bar.update(len(chunk) * state.num_processes)
+    if state.num_processes == 1:
+        return scores
+    shares = [None] * state.num_processes
+    torch.distributed.all_gather_object(shares, scores)
+    merged = [0.0] * len(pairs)
+    for rank, part in enumerate(shares):
+        merged[rank::state.num_processes] = part
+    return merged
+
+
+def read_scores(path: str) -> dict[tuple[str, str], float]:
+    """{(query, document): score} of a teacher_scores.jsonl file."""
+    from .data.loading import _jsonl_rows
+
+    scores = {}
+    for number, row in _jsonl_rows(path):
+        if not {"query", "document", "score"} <= set(row) or not isinstance(row["score"], (int, float)):
+            raise EttinError(f"{path} line {number}: expected {{\"query\", \"document\", \"score\"}} with a number")
+        scores[row["query"], row["document"]] = float(row["score"])
+    return scores
+
+
+def write_scores(path: str, scores: dict[tuple[str, str], float]) -> None:
+    """The file whole or not at all (written aside, then renamed)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".partial", "w", encoding="utf-8") as handle:
+        for (query, document), score in scores.items():
+            handle.write(json.dumps({"query": query, "document": document, "score": score}, ensure_ascii=False) + "\n")
+    os.replace(path + ".partial", path)
+
+
+def candidate_pairs(rows: datasets.Dataset) -> list[tuple[str, str]]:
+    """Every distinct (query, candidate) pair of the rows, in order."""
+    return list(dict.fromkeys((query, document) for query, positive, negatives in
+                              zip(rows["query"], rows["positive"], rows["negatives"])
+                              for document in [positive, *negatives]))
+
+
+def with_scores(rows: datasets.Dataset, scores: dict[tuple[str, str], float], source: str) -> datasets.Dataset:
+    def add(row):
+        try:
+            return {"scores": [scores[row["query"], d] for d in [row["positive"], *row["negatives"]]]}
+        except KeyError as missing:
+            raise EttinError(f"{source} has no score for the pair {missing.args[0]!r}; it was written for other "
+                             "training rows") from None
+
+    with datasets_progress_bars(False):
+        return rows.map(add, remove_columns=[c for c in ("scores",) if c in rows.column_names])
+
+
+def scored_rows(config, rows: datasets.Dataset, args, runtime) -> datasets.Dataset:
+    """``rows`` with the teacher's ``scores``: from --teacher-scores, from the run folder's file when resuming,
+    or scored by --teacher now (and written to the run folder); without either, the rows' own scores. ``args``:
+    the trainer's (the output folder, the resume point, the batch size of scoring)."""
+    output_dir, resuming, batch_size = args.output_dir, bool(args.resume_from_checkpoint), args.per_device_eval_batch_size
+    if config.teacher_scores:
+        return with_scores(rows, read_scores(config.teacher_scores), f"--teacher-scores {config.teacher_scores}")
+    if not config.teacher:
+        return rows
+    path = os.path.join(output_dir, SCORES_FILE) if output_dir else None
+    if resuming and path and os.path.isfile(path):
+        return with_scores(rows, read_scores(path), path)
+    teacher_scores = teacher_scores_of(config.teacher, candidate_pairs(rows), runtime, batch_size)
+    if path:
+        if is_main_process():
+            write_scores(path, teacher_scores)
+        wait_for_everyone()
+    return with_scores(rows, teacher_scores, f"--teacher {config.teacher}")
+
+
+def teacher_scores_of(teacher_name: str, pairs: list[tuple[str, str]], runtime, batch_size: int) -> dict:
+    teacher, kind = load_teacher(teacher_name, runtime)
+    scores = score_pairs(teacher, kind, pairs, batch_size)
+    del teacher
+    return dict(zip(pairs, scores))
+
+
+def equal_negatives(rows: datasets.Dataset, where: str) -> int:
+    """The number of negatives every row has; the losses batch rows as n-tuples, so it must be one number."""
+    counts = sorted({len(n) for n in rows["negatives"]})
+    if len(counts) > 1:
+        raise EttinError(f"{where}: rows carry between {counts[0]} and {counts[-1]} negatives; this loss needs the "
+                         "same number in every row (python -m ettin_ft.mine --num-negatives K writes such rows)")
+    return counts[0] if counts else 0
+
+
+def loss_columns(rows: datasets.Dataset, with_scores: bool, where: str) -> datasets.Dataset:
+    """(query, positive, negative_1..negative_n[, scores]): the n-tuples sentence-transformers' losses take, the
+    scores (a list per row) as their label."""
+    count = equal_negatives(rows, where)
+    names = [f"negative_{i + 1}" for i in range(count)]
+    kept = ["query", "positive"] + (["scores"] if with_scores else [])
+    with datasets_progress_bars(False):
+        tuples = rows.map(lambda row: dict(zip(names, row["negatives"])),
+                          remove_columns=[c for c in rows.column_names if c not in kept])
+    return tuples.select_columns(["query", "positive", *names] + (["scores"] if with_scores else []))
