@@ -20,7 +20,8 @@ from .config import dump_yaml
 MODEL_FOLDERS = ("final", "adapter", "merged")  # what the recipes publish in a run folder
 KEY_HYPERPARAMETERS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps",
                        "num_train_epochs", "warmup_ratio", "warmup_steps", "lr_scheduler_type", "weight_decay", "seed",
-                       "max_length", "batch_size", "seq_len", "objective", "lora", "lora_r", "precision")
+                       "max_length", "batch_size", "seq_len", "objective", "loss", "teacher", "pooling", "lora", "lora_r",
+                       "precision")
 
 
 def ettin_ft_version() -> str:

@@ -134,7 +134,7 @@ def train_colbert(config: ColbertConfig, args: MultiVectorEncoderTrainingArgumen
     with RunFolder(args.output_dir).tidy_on_failure():
         if not kd_by_ids:
             distilled = learns_from_scores("colbert", config.loss)
-            train = loss_columns(scored_rows(config, train, args, runtime) if distilled else train, distilled, where)
+            train = loss_columns(scored_rows(config, train, args, runtime) if distilled else train, distilled)
         if config.loss == "distillation":  # PyLate's Distillation: KL on min-max normalised student scores
             loss = losses.MultiVectorDistillKLDivLoss(model, similarity_fct=min_max_kd_scores)
         elif config.loss == "margin-mse":

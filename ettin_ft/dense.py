@@ -78,8 +78,7 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
     located = locate_base(config)
     train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=CANDIDATE_COLUMNS,
                                                                 default=RELEASE_DATA))
-    where = config.data or RELEASE_DATA[0]
-    train = candidate_rows(train, where)
+    train = candidate_rows(train, config.data or RELEASE_DATA[0])
     config = dataclasses.replace(config, loss=choose_loss("dense", config, train))
     evaluators = evaluators_for("dense", config, held_out)
     model = build_embedder(config, runtime, located)  # after every input check
@@ -88,7 +87,7 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
         return model
     with RunFolder(args.output_dir).tidy_on_failure():
         distilled = learns_from_scores("dense", config.loss)
-        train = loss_columns(scored_rows(config, train, args, runtime) if distilled else train, distilled, where)
+        train = loss_columns(scored_rows(config, train, args, runtime) if distilled else train, distilled)
         if distilled:  # the losses compare dot products with the teacher's scores: the model then scores with them
             model.similarity_fn_name = "dot"
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=dense_loss(model, config),

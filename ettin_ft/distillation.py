@@ -9,7 +9,9 @@ reads it back). Each recipe's ``--loss`` then takes the columns its sentence-tra
 
 from __future__ import annotations
 
+import collections
 import json
+import logging
 import os
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ from .process_state import datasets_progress_bars
 from .run_folder import is_main_process, processes, wait_for_everyone
 
 SCORES_FILE = "teacher_scores.jsonl"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -235,22 +238,30 @@ def teacher_scores_of(teacher_name: str, pairs: list[tuple[str, str]], runtime, 
     return dict(zip(pairs, scores))
 
 
-def equal_negatives(rows: datasets.Dataset, where: str) -> int:
-    """The number of negatives every row has; the losses batch rows as n-tuples, so it must be one number."""
-    counts = sorted({len(n) for n in rows["negatives"]})
-    if len(counts) > 1:
-        raise EttinError(f"{where}: rows carry between {counts[0]} and {counts[-1]} negatives; this loss needs the "
-                         "same number in every row (python -m ettin_ft.mine --num-negatives K writes such rows)")
-    return counts[0] if counts else 0
+def n_tuples(rows: datasets.Dataset) -> tuple[datasets.Dataset, int]:
+    """(the rows, their number of negatives): the losses batch rows as n-tuples of one length, so rows keep the most
+    common number of negatives; rows with fewer are left out (as mine_hard_negatives' n-tuples leave them out) and
+    the count said once."""
+    counts = collections.Counter(map(len, rows["negatives"]))
+    if not counts:
+        return rows, 0
+    count = max(counts, key=lambda k: (counts[k], k))
+    short = sum(n for k, n in counts.items() if k < count)
+    if short:
+        logger.warning("%d of %d training rows have fewer than %d negatives and are left out (the loss takes rows of one "
+                       "length)", short, len(rows), count)
+        rows = rows.select([i for i, n in enumerate(rows["negatives"]) if len(n) >= count])
+    return rows, count
 
 
-def loss_columns(rows: datasets.Dataset, with_scores: bool, where: str) -> datasets.Dataset:
+def loss_columns(rows: datasets.Dataset, with_scores: bool) -> datasets.Dataset:
     """(query, positive, negative_1..negative_n[, scores]): the n-tuples sentence-transformers' losses take, the
-    scores (a list per row) as their label."""
-    count = equal_negatives(rows, where)
+    scores (a list per row, cut to the candidates kept) as their label."""
+    rows, count = n_tuples(rows)
     names = [f"negative_{i + 1}" for i in range(count)]
     kept = ["query", "positive"] + (["scores"] if with_scores else [])
     with datasets_progress_bars(False):
-        tuples = rows.map(lambda row: dict(zip(names, row["negatives"])),
+        tuples = rows.map(lambda row: {**dict(zip(names, row["negatives"])),
+                                       **({"scores": row["scores"][:1 + count]} if with_scores else {})},
                           remove_columns=[c for c in rows.column_names if c not in kept])
     return tuples.select_columns(["query", "positive", *names] + (["scores"] if with_scores else []))

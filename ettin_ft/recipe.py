@@ -65,7 +65,7 @@ class RetrievalConfig(RecipeConfig):
     eval_beir_split: str = field(default="test", metadata={"help": "qrels split of the BEIR folder"})
     eval_nanobeir: str | None = field(default=None, metadata={"help": "evaluate on NanoBEIR (hub) before and after training: 'all' or names, e.g. 'scifact,nfcorpus'"})
     nanobeir_dataset_id: str = field(default=NANOBEIR_EN, metadata={"help": "the NanoBEIR collection: another language (e.g. lightonai/NanoBEIR-de) or a local copy"})
-    loss: str | None = field(default=None, metadata={"help": "the training loss (see the recipe's list); default: its distillation loss when the rows have scores or --teacher / --teacher-scores gives them, else its loss from labels"})
+    loss: str | None = field(default=None, metadata={"help": "from labels | from a teacher's scores: rerank bce | mse, margin-mse; dense cmnrl | margin-mse, kl; sparse mnrl | margin-mse, kl; colbert contrastive | distillation, margin-mse. Default: the first score loss when the rows have scores or --teacher / --teacher-scores gives them, else the label loss"})
     teacher: str | None = field(default=None, metadata={"help": "a cross-encoder, dense, sparse or ColBERT model (folder or hub name) that scores every (query, candidate) pair of the training rows once, before training, into DIR/teacher_scores.jsonl (a resumed run reads it back); batches of --per-device-eval-batch-size"})
     teacher_scores: str | None = field(default=None, metadata={"help": "a teacher_scores.jsonl file ({query, document, score} rows) to train from, without loading the teacher"})
 

@@ -1,6 +1,6 @@
 """Reranking: an Ettin encoder → a sentence-transformers CrossEncoder with one output.
 
-From labels (``--loss bce``): BinaryCrossEntropyLoss with pos_weight = the number of hard negatives; (query, positive)
+From labels (``--loss bce``): BinaryCrossEntropyLoss with pos_weight = hard negatives per query; (query, positive)
 pairs get hard negatives mined with an embedding model (mine_hard_negatives) or offline with BM25
 (``--mining-model bm25``), and (query, passage, label) rows train as they are. From a teacher's scores
 (``--teacher``, ``--teacher-scores`` or rows with ``scores``): pointwise MSELoss on the raw scores (``mse``, the
@@ -47,7 +47,7 @@ class RerankConfig(RetrievalConfig):
     PIPELINE_TAG = "text-ranking"
     RELEASE = "rerank"
 
-    num_negatives: int | None = field(default=None, metadata={"help": "hard negatives mined per query (also BCE's pos_weight)"})
+    num_negatives: int | None = field(default=None, metadata={"help": "hard negatives mined per query (and BCE's pos_weight for (query, passage, label) rows)"})
     mining_model: str | None = field(default=None, metadata={"help": "embedding model for mine_hard_negatives, or 'bm25' (offline)"})
     pooling: str | None = field(default=None, metadata={"help": "the head's pooling: cls (the released Ettin rerankers') or mean; saved in the model's config"})
 
@@ -89,9 +89,9 @@ def pointwise(rows: datasets.Dataset) -> datasets.Dataset:
     return datasets.Dataset.from_dict(flat)
 
 
-def rerank_loss(model: CrossEncoder, config: RerankConfig):
-    if config.loss == "bce":
-        return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.num_negatives)))
+def rerank_loss(model: CrossEncoder, config: RerankConfig, negatives_per_query: float):
+    if config.loss == "bce":  # positives weighed as all of a query's negatives together
+        return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(negatives_per_query)))
     return losses.MSELoss(model) if config.loss == "mse" else losses.MarginMSELoss(model)
 
 
@@ -114,14 +114,16 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
         print_dry_run(config, args, model, train)
         return model
     with RunFolder(args.output_dir).tidy_on_failure():
-        where = config.data or RELEASE_DATA[0]
+        negatives_per_query = config.num_negatives  # labelled rows; candidate rows count their own
+        if "negatives" in train.column_names:
+            negatives_per_query = sum(map(len, train["negatives"])) / len(train)
         if distilled:
             train = scored_rows(config, train, args, runtime)
-            train = pointwise(train) if config.loss == "mse" else loss_columns(train, True, where)
+            train = pointwise(train) if config.loss == "mse" else loss_columns(train, True)
         elif "negatives" in train.column_names:
             train = as_labelled_pairs(train)
-        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train, loss=rerank_loss(model, config),
-                                      callbacks=[SkipLastCheckpoint()])
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train,
+                                      loss=rerank_loss(model, config, negatives_per_query), callbacks=[SkipLastCheckpoint()])
         save_from_the_writing_process_only(trainer)
         before = run_evaluators(model, evaluators)
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)

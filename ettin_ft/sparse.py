@@ -58,8 +58,7 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     located = locate_base_model(config, "sparse")
     train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=CANDIDATE_COLUMNS,
                                                                 default=RELEASE_DATA))
-    where = config.data or RELEASE_DATA[0]
-    train = candidate_rows(train, where)
+    train = candidate_rows(train, config.data or RELEASE_DATA[0])
     config = dataclasses.replace(config, loss=choose_loss("sparse", config, train))
     evaluators = evaluators_for("sparse", config, held_out)
     model = build_splade(config, runtime, located)  # after every input check
@@ -68,7 +67,7 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
         return model
     with RunFolder(args.output_dir).tidy_on_failure():
         distilled = learns_from_scores("sparse", config.loss)
-        train = loss_columns(scored_rows(config, train, args, runtime) if distilled else train, distilled, where)
+        train = loss_columns(scored_rows(config, train, args, runtime) if distilled else train, distilled)
         ranking = {"mnrl": losses.SparseMultipleNegativesRankingLoss, "margin-mse": losses.SparseMarginMSELoss,
                    "kl": losses.SparseDistillKLDivLoss}[config.loss](model)
         loss = losses.SpladeLoss(model, ranking, query_regularizer_weight=config.query_regularizer_weight,

@@ -71,16 +71,21 @@ def test_candidate_rows_gather_negatives_and_check_the_scores():
     assert candidate_rows(triplets, "x")[0] == {"query": "q", "positive": "p", "negatives": ["n"]}
     rows = candidate_rows(datasets.Dataset.from_list([{"query": "q", "positive": "p", "negatives": ["a", "b"],
                                                        "scores": [3, 1, 2]}]), "x")
-    assert loss_columns(rows, True, "x")[0] == {"query": "q", "positive": "p", "negative_1": "a", "negative_2": "b",
-                                                "scores": [3, 1, 2]}
-    assert loss_columns(rows, False, "x").column_names == ["query", "positive", "negative_1", "negative_2"]
+    assert loss_columns(rows, True)[0] == {"query": "q", "positive": "p", "negative_1": "a", "negative_2": "b",
+                                           "scores": [3, 1, 2]}
+    assert loss_columns(rows, False).column_names == ["query", "positive", "negative_1", "negative_2"]
     with pytest.raises(EttinError, match=r"x row 1: 'scores' has 2 values for 3 candidates"):
         candidate_rows(datasets.Dataset.from_list([{"query": "q", "positive": "p", "negatives": ["a", "b"],
                                                     "scores": [3, 1]}]), "x")
-    uneven = datasets.Dataset.from_list([{"query": "q", "positive": "p", "negatives": ["a"]},
-                                         {"query": "r", "positive": "s", "negatives": ["a", "b"]}])
-    with pytest.raises(EttinError, match="between 1 and 2 negatives"):
-        loss_columns(candidate_rows(uneven, "x"), True, "x")
+    # n-tuples of one length: the most common number of negatives; rows with fewer are left out, rows with more cut
+    uneven = candidate_rows(datasets.Dataset.from_list(
+        [{"query": "q", "positive": "p", "negatives": ["a"], "scores": [1, 0]},
+         {"query": "r", "positive": "s", "negatives": ["a", "b"], "scores": [2, 1, 0]},
+         {"query": "t", "positive": "u", "negatives": ["a", "b"], "scores": [3, 2, 1]},
+         {"query": "v", "positive": "w", "negatives": ["a", "b", "c"], "scores": [4, 3, 2, 1]}]), "x")
+    assert loss_columns(uneven, True).to_list() == [
+        {"query": q, "positive": p, "negative_1": "a", "negative_2": "b", "scores": scores}
+        for q, p, scores in (("r", "s", [2, 1, 0]), ("t", "u", [3, 2, 1]), ("v", "w", [4, 3, 2]))]
 
 
 def test_a_resumed_run_reads_its_scores_back_and_never_loads_the_teacher(tmp_path):
