@@ -5,7 +5,11 @@
    pointwise MSE), a dense embedder (CachedMNRL vs MarginMSE) and SPLADE (MNRL vs MarginMSE) each train from the
    quickstart's pretrained encoder on the same rows, steps, batch, learning rate and seed; NDCG@10 on the world's
    held-out people (its retrieval_eval).
-2. pooling: the distilled reranker with a [CLS] head (the released Ettin rerankers') against a mean-pooled one.
+   Then the reranker again on the examples the quickstart trains it on (``others``: a second, larger population's
+   queries, each with its positive, a name-sharing negative and two others): on the world's own training people a
+   cross-encoder memorises names.
+2. pooling: the reranker distilled on ``others`` with a [CLS] head (the released Ettin rerankers') against a
+   mean-pooled one.
 3. real: PubMedQA pairs (../shared/data/retrieval_pairs) → SciFact, the reranker from labels against the reranker
    distilled from a ColBERT trained on the same pairs (benchmarks/quality_vs_plain.py's); NDCG@10 reranking BM25's
    top 100.
@@ -48,6 +52,31 @@ def mined_rows(work: Path, pairs: Path, teacher: str, name: str) -> tuple[Path, 
     return scored, unscored
 
 
+def others_rows(work: Path, quickstart: Path, teacher: str) -> tuple[Path, Path]:
+    """The quickstart's reranker examples (query, passage, label) as candidate rows, scored by ``teacher``."""
+    scored, unscored = work / "others-scored.jsonl", work / "others-labels.jsonl"
+    if not scored.exists():
+        from ettin_ft.distillation import candidate_pairs, teacher_scores_of, with_scores
+        from ettin_ft.runtime import choose_runtime
+
+        import datasets
+
+        grouped: dict[str, dict] = {}
+        for line in (quickstart / "world" / "rerank_train_others.jsonl").read_text().splitlines():
+            example = json.loads(line)
+            row = grouped.setdefault(example["query"], {"query": example["query"], "positive": None, "negatives": []})
+            if example["label"] == 1:
+                row["positive"] = example["passage"]
+            else:
+                row["negatives"].append(example["passage"])
+        rows = datasets.Dataset.from_list([row for row in grouped.values() if row["positive"]])
+        scores = teacher_scores_of(teacher, candidate_pairs(rows), choose_runtime("cpu", "fp32", "sdpa"), 64)
+        rows = with_scores(rows, scores, teacher)
+        scored.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        unscored.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "scores"}) + "\n" for row in rows))
+    return scored, unscored
+
+
 def ndcg(recipe: str, student: str, data: Path, out: Path, seed: int, steps: int, batch: int, lr: float,
          extra: list[str], eval_beir: str) -> float:
     """NDCG@10 on ``eval_beir`` after training (the run is kept and reused)."""
@@ -77,7 +106,7 @@ def main() -> None:
     parser.add_argument("--real-teacher", help="a model trained on PubMedQA pairs that scores them (e.g. its ColBERT)")
     parser.add_argument("--work-dir", default="runs/distillation")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--parts", default="world,pooling,real")
+    parser.add_argument("--parts", default="world,others,pooling,real")
     parser.add_argument("--real-steps", type=int, default=300)
     args = parser.parse_args()
     work, seeds, parts = Path(args.work_dir), parse_seeds(args.seeds), args.parts.split(",")
@@ -86,7 +115,7 @@ def main() -> None:
     world_eval = str(quickstart / "world" / "retrieval_eval")
     student = str(quickstart / "pretrain-encoder" / "final")
     results = []
-    if {"world", "pooling"} & set(parts):
+    if {"world", "others", "pooling"} & set(parts):
         scored, labels = mined_rows(work, quickstart / "world" / "retrieval_train.jsonl",
                                     str(quickstart / "colbert" / "final"), "world")
         print("| student | from labels | from the teacher's scores | difference ± SE |\n|---|---|---|---|")
@@ -96,9 +125,19 @@ def main() -> None:
                                   batch, lr, extra, world_eval) for seed in seeds]
                       for side, data in (("labels", labels), ("teacher", scored))}
             results.append(row(f"{recipe} ({steps} steps)", values, "labels", "teacher"))
-    if "pooling" in parts:
+    if "others" in parts:
         steps, batch, lr, extra = WORLD_STUDENTS["rerank"]
-        values = {pooling: [ndcg("rerank", student, scored, work / "world" / "rerank" /
+        scored_others, labels_others = others_rows(work, quickstart, str(quickstart / "colbert" / "final"))
+        values = {side: [ndcg("rerank", student, data, work / "others" / side / f"seed{seed}", seed, steps, batch, lr,
+                              extra, world_eval) for seed in seeds]
+                  for side, data in (("labels", labels_others), ("teacher", scored_others))}
+        print("\n| reranker on the quickstart's examples | from labels | from the teacher's scores | difference ± SE |"
+              "\n|---|---|---|---|")
+        results.append(row(f"rerank, others ({steps} steps)", values, "labels", "teacher"))
+    if "pooling" in parts:  # on the examples a reranker learns from (others), distilled
+        steps, batch, lr, extra = WORLD_STUDENTS["rerank"]
+        scored_others, _ = others_rows(work, quickstart, str(quickstart / "colbert" / "final"))
+        values = {pooling: [ndcg("rerank", student, scored_others, work / "others" /
                                  ("teacher" if pooling == "cls" else "teacher-mean") / f"seed{seed}", seed, steps,
                                  batch, lr, [*extra, "--pooling", pooling], world_eval) for seed in seeds]
                   for pooling in ("cls", "mean")}
@@ -112,7 +151,7 @@ def main() -> None:
                   for side, data in (("labels", labels), ("teacher", scored))}
         print("\n| reranker, PubMedQA → SciFact | from labels | from the teacher's scores | difference ± SE |\n|---|---|---|---|")
         results.append(row(f"rerank ({args.real_steps} steps)", values, "labels", "teacher"))
-    (work / "results.json").write_text(json.dumps(results, indent=2))
+    (work / f"results-{'-'.join(parts)}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
