@@ -96,15 +96,26 @@ def candidate_rows(rows: datasets.Dataset, where: str) -> datasets.Dataset:
     return rows
 
 
+def locate_teacher(name: str):
+    """Where the teacher is (a folder, or the hub or its cache), or one line naming --teacher."""
+    from .hub import locate
+
+    try:
+        return locate(name)
+    except EttinError as error:  # its hint is about --model
+        reason = str(error).split(";")[0]
+        raise EttinError(f"--teacher {name}: {reason}; pass a local cross-encoder, dense, sparse or ColBERT folder, "
+                         "or --teacher-scores FILE") from None
+
+
 def load_teacher(name: str, runtime):
     """(the teacher model, its kind: rerank, dense, sparse or colbert) from a local folder or the hub."""
     from sentence_transformers import CrossEncoder, MultiVectorEncoder, SentenceTransformer, SparseEncoder
     from sentence_transformers.util import load_file_path
 
-    from .hub import locate
     from .runtime import model_kwargs
 
-    ref = locate(name)
+    ref = locate_teacher(name)
     found = {file: load_file_path(ref.path, file, revision=ref.revision)
              for file in ("config_sentence_transformers.json", "modules.json", "config.json")}
     settings = read_json(found["config_sentence_transformers.json"])

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 
 from .config import parse_config
-from .distillation import candidate_pairs, teacher_scores_of, with_scores
+from .distillation import candidate_pairs, locate_teacher, teacher_scores_of, with_scores
 from .errors import EttinError, cli_entry
 from .mining import mine_negatives
 from .recipe_data import load_training_data
@@ -43,6 +43,8 @@ class MineConfig:
                 raise EttinError(f"--{name} is required (see python -m ettin_ft.mine --help)")
         if os.path.isdir(self.output):
             raise EttinError(f"--output {self.output} is a folder; expected a .jsonl file to write")
+        if self.teacher:  # before the mining
+            locate_teacher(self.teacher)
 
 
 def mine(config: MineConfig):

@@ -73,6 +73,10 @@ class RetrievalConfig(RecipeConfig):
         super().__post_init__()
         if self.teacher and self.teacher_scores:
             raise EttinError("--teacher and --teacher-scores both give the scores; pass one of them")
+        if self.teacher:  # before any data or model is loaded
+            from .distillation import locate_teacher
+
+            locate_teacher(self.teacher)
         if self.eval_nanobeir:  # before any model is loaded
             from .evaluation import nanobeir_names
 

@@ -237,3 +237,14 @@ def test_bi_encoder_teachers_score_as_their_own_similarity(tiny_encoder_dir, tmp
                                              model.encode_document([d for _, d in pairs]))
         scores = teacher_scores_of(str(tmp_path / kind), pairs, runtime, batch_size=2)
         assert list(scores) == pairs and list(scores.values()) == pytest.approx(expected.tolist(), abs=1e-5), kind
+
+
+def test_a_teacher_that_cannot_be_found_is_one_line_before_anything_runs(world, tmp_path, capsys):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", world.retrieval_pairs("train")[:10])
+    for module, output in (("mine", ["--output", str(tmp_path / "out.jsonl")]),
+                           ("dense", ["--model", "no-such-model", "--output-dir", str(tmp_path / "out")])):
+        status, err, _ = run_cli_main(module, capsys, "--data", str(pairs), "--teacher", str(tmp_path / "no-teacher"),
+                                      *output)
+        assert status == 2 and len(err) == 1 and err[0].startswith(f"error: --teacher {tmp_path / 'no-teacher'}: ")
+        assert "local cross-encoder, dense, sparse or ColBERT folder" in err[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.jsonl").exists()
