@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import datasets
 
 from .errors import EttinError
+from .folders import write_jsonl_whole
 from .process_state import datasets_progress_bars
 from .run_folder import is_main_process, processes, wait_for_everyone
 
@@ -98,14 +99,10 @@ def candidate_rows(rows: datasets.Dataset, where: str) -> datasets.Dataset:
 
 def locate_teacher(name: str):
     """Where the teacher is (a folder, or the hub or its cache), or one line naming --teacher."""
-    from .hub import locate
+    from .hub import locate_for
 
-    try:
-        return locate(name)
-    except EttinError as error:  # its hint is about --model
-        reason = str(error).split(";")[0]
-        raise EttinError(f"--teacher {name}: {reason}; pass a local cross-encoder, dense, sparse or ColBERT folder, "
-                         "or --teacher-scores FILE") from None
+    return locate_for("--teacher", name, "pass a local cross-encoder, dense, sparse or ColBERT folder, or "
+                      "--teacher-scores FILE")
 
 
 def load_teacher(name: str, runtime):
@@ -195,12 +192,8 @@ def read_scores(path: str) -> dict[tuple[str, str], float]:
 
 
 def write_scores(path: str, scores: dict[tuple[str, str], float]) -> None:
-    """The file whole or not at all (written aside, then renamed)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".partial", "w", encoding="utf-8") as handle:
-        for (query, document), score in scores.items():
-            handle.write(json.dumps({"query": query, "document": document, "score": score}, ensure_ascii=False) + "\n")
-    os.replace(path + ".partial", path)
+    write_jsonl_whole(path, ({"query": query, "document": document, "score": score}
+                             for (query, document), score in scores.items()))
 
 
 def candidate_pairs(rows: datasets.Dataset) -> list[tuple[str, str]]:

@@ -25,6 +25,16 @@ def staging_folder(path: str) -> str:
     return staging
 
 
+def write_jsonl_whole(path: str, rows) -> None:
+    """One JSON object per line, the file whole or not at all (written aside, then renamed)."""
+    import json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".partial", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    os.replace(path + ".partial", path)
+
+
 def publish(staging: str, path: str) -> None:
     """Put the finished ``staging`` folder at ``path`` (replacing an older one)."""
     shutil.rmtree(path, ignore_errors=True)

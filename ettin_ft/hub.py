@@ -71,6 +71,16 @@ def locate(name: str, arch: str | None = None) -> ModelRef:
     return ref
 
 
+def locate_for(flag: str, name: str, way_out: str) -> ModelRef:
+    """``locate`` for a model given by ``flag`` (not --model): its failure as one line naming the flag, with
+    ``way_out`` in place of the --model hint."""
+    try:
+        return locate(name)
+    except EttinError as error:
+        reason = str(error).split(";")[0]
+        raise EttinError(f"{flag} {name}: {reason}; {way_out}") from None
+
+
 def hub_revisions(repo_id: str) -> list[str]:
     """The tags of a hub model (the Ettin repositories tag their training checkpoints), in the hub's order."""
     from huggingface_hub import HfApi

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .config import parse_config
 from .distillation import candidate_pairs, locate_teacher, teacher_scores_of, with_scores
 from .errors import EttinError, cli_entry
+from .folders import write_jsonl_whole
 from .mining import mine_negatives
 from .recipe_data import load_training_data
 from .run_folder import is_main_process, wait_for_everyone
@@ -58,11 +59,7 @@ def mine(config: MineConfig):
         rows = with_scores(rows, teacher_scores_of(config.teacher, candidate_pairs(rows), runtime, config.batch_size),
                            f"--teacher {config.teacher}")
     if is_main_process():
-        os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
-        with open(config.output + ".partial", "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(config.output + ".partial", config.output)
+        write_jsonl_whole(config.output, rows)
         counts = [len(n) for n in rows["negatives"]]
         print(f"wrote {len(rows)} rows to {config.output}: {min(counts, default=0)}-{max(counts, default=0)} negatives "
               f"each ({config.mining_model})" + (f", scored by {config.teacher}" if config.teacher else ""))

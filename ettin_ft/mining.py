@@ -35,14 +35,10 @@ def model_negatives(pairs: datasets.Dataset, mining_model: str, num_negatives: i
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
-    from .hub import locate
+    from .hub import locate_for
 
-    try:
-        ref = locate(mining_model)
-    except EttinError as error:  # its hint is about --model; here the way out is BM25
-        reason = str(error).split(";")[0]
-        raise EttinError(f"--mining-model {mining_model}: {reason}; pass --mining-model bm25 to mine hard "
-                         "negatives offline, or a local embedding model folder") from None
+    ref = locate_for("--mining-model", mining_model, "pass --mining-model bm25 to mine hard negatives offline, or a "
+                     "local embedding model folder")
     embedder = SentenceTransformer(ref.path, revision=ref.revision)
     mined = mine_hard_negatives(pairs, embedder, anchor_column_name="query", positive_column_name="positive",
                                 num_negatives=num_negatives, output_format="labeled-list", verbose=False)
