@@ -27,13 +27,13 @@ from transformers import set_seed
 from .colbert_format import (KD_WAYS, as_pylate_layout, is_multi_vector_model, min_max_kd_scores, new_colbert, set_lengths,
                              training_prompts)
 from .compat import expose_similarity_to_wrapped_losses, save_from_the_writing_process_only
-from .distillation import CANDIDATE_COLUMNS, candidate_rows, choose_loss, learns_from_scores, loss_columns, scored_rows
+from .distillation import choose_loss, learns_from_scores, load_candidate_rows, loss_columns, scored_rows
 from .data.loading import load_data
 from .errors import EttinError, cli_entry
 from .models import load_through_library
 from .recipe import (RetrievalConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
                      release_settings)
-from .recipe_data import evaluators_for, load_training_data, run_evaluators, split_held_out
+from .recipe_data import evaluators_for, run_evaluators, split_held_out
 from .run_folder import RunFolder, SkipLastCheckpoint, publish_trained, write_results
 from .runtime import model_kwargs, transformer_kwargs
 
@@ -122,9 +122,7 @@ def train_colbert(config: ColbertConfig, args: MultiVectorEncoderTrainingArgumen
         train, held_out = distillation_data(config)
         config = dataclasses.replace(config, loss="distillation" if config.loss in (None, "auto") else config.loss)
     else:  # in-batch negatives always, the rows' hard negatives too; their scores, if any, to distil from
-        train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"],
-                                                                    optional=CANDIDATE_COLUMNS))
-        train = candidate_rows(train, where)
+        train, held_out = split_held_out(config, load_candidate_rows(config))
         config = dataclasses.replace(config, loss=choose_loss("colbert", config, train))
     evaluators = evaluators_for("colbert", config, held_out)
     model = build_colbert(config, runtime, located)  # after every input check

@@ -22,12 +22,12 @@ from sentence_transformers.sentence_transformer import losses, modules
 from transformers import set_seed
 
 from .compat import save_from_the_writing_process_only
-from .distillation import CANDIDATE_COLUMNS, candidate_rows, choose_loss, learns_from_scores, loss_columns, scored_rows
+from .distillation import choose_loss, learns_from_scores, load_candidate_rows, loss_columns, scored_rows
 from .errors import cli_entry
 from .models import load_through_library
 from .recipe import (RetrievalConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
                      release_settings)
-from .recipe_data import evaluators_for, load_training_data, run_evaluators, split_held_out
+from .recipe_data import evaluators_for, run_evaluators, split_held_out
 from .run_folder import RunFolder, SkipLastCheckpoint, publish_trained, write_results
 from .runtime import transformer_kwargs
 
@@ -76,9 +76,7 @@ def train_dense(config: DenseConfig, args: SentenceTransformerTrainingArguments,
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate_base(config)
-    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=CANDIDATE_COLUMNS,
-                                                                default=RELEASE_DATA))
-    train = candidate_rows(train, config.data or RELEASE_DATA[0])
+    train, held_out = split_held_out(config, load_candidate_rows(config, RELEASE_DATA))
     config = dataclasses.replace(config, loss=choose_loss("dense", config, train))
     evaluators = evaluators_for("dense", config, held_out)
     model = build_embedder(config, runtime, located)  # after every input check

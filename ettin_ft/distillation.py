@@ -20,6 +20,7 @@ import datasets
 from .errors import EttinError
 from .folders import write_jsonl_whole
 from .process_state import datasets_progress_bars
+from .recipe_data import load_training_data
 from .run_folder import is_main_process, processes, wait_for_everyone
 
 SCORES_FILE = "teacher_scores.jsonl"
@@ -72,6 +73,13 @@ def learns_from_scores(recipe: str, loss: str) -> bool:
 
 # Training columns a candidate row may have beside (query, positive).
 CANDIDATE_COLUMNS = ["negative", "negatives", "scores"]
+
+
+def load_candidate_rows(config, default=None) -> datasets.Dataset:
+    """The training rows as candidate rows, checked before any split, so a bad row is named by its place in the
+    data; ``default``: the recipe's release data (``load_training_data``)."""
+    rows = load_training_data(config, ["query", "positive"], optional=CANDIDATE_COLUMNS, default=default)
+    return candidate_rows(rows, config.data or default[0])
 
 
 def candidate_rows(rows: datasets.Dataset, where: str) -> datasets.Dataset:

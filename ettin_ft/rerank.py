@@ -27,7 +27,7 @@ from transformers import set_seed
 
 from .compat import save_from_the_writing_process_only
 from .data.loading import load_data
-from .distillation import CANDIDATE_COLUMNS, candidate_rows, choose_loss, learns_from_scores, loss_columns, scored_rows
+from .distillation import choose_loss, learns_from_scores, load_candidate_rows, loss_columns, scored_rows
 from .errors import EttinError, cli_entry
 from .mining import as_labelled_pairs, mine_negatives
 from .models import load_through_library
@@ -72,9 +72,7 @@ def training_rows(config: RerankConfig) -> tuple[datasets.Dataset, datasets.Data
                              "(query, positive[, negatives]) rows (python -m ettin_ft.mine writes them)")
         # whole queries are held out, each with its labelled passages, so every held-out query can be ranked
         return split_held_out(config, load_training_data(config, ["query", "passage", "label"]), group="query")
-    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=CANDIDATE_COLUMNS,
-                                                                default=RELEASE_DATA))
-    train = candidate_rows(train, config.data or RELEASE_DATA[0])
+    train, held_out = split_held_out(config, load_candidate_rows(config, RELEASE_DATA))
     if not any(train["negatives"]):
         train = mine_negatives(train.select_columns(["query", "positive"]), config.mining_model, config.num_negatives)
     return train, held_out

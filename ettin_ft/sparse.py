@@ -21,12 +21,12 @@ from sentence_transformers.sparse_encoder.modules import SpladePooling
 from transformers import set_seed
 
 from .compat import save_from_the_writing_process_only
-from .distillation import CANDIDATE_COLUMNS, candidate_rows, choose_loss, learns_from_scores, loss_columns, scored_rows
+from .distillation import choose_loss, learns_from_scores, load_candidate_rows, loss_columns, scored_rows
 from .errors import cli_entry
 from .models import load_through_library
 from .recipe import (RetrievalConfig, locate_base_model, parse_recipe, prepare_run, print_dry_run, release_recipe,
                      release_settings)
-from .recipe_data import evaluators_for, load_training_data, run_evaluators, split_held_out
+from .recipe_data import evaluators_for, run_evaluators, split_held_out
 from .run_folder import RunFolder, SkipLastCheckpoint, publish_trained, write_results
 from .runtime import transformer_kwargs
 
@@ -56,9 +56,7 @@ def train_sparse(config: SparseConfig, args: SparseEncoderTrainingArguments, run
     args, runtime = prepare_run(config, args, runtime)
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     located = locate_base_model(config, "sparse")
-    train, held_out = split_held_out(config, load_training_data(config, ["query", "positive"], optional=CANDIDATE_COLUMNS,
-                                                                default=RELEASE_DATA))
-    train = candidate_rows(train, config.data or RELEASE_DATA[0])
+    train, held_out = split_held_out(config, load_candidate_rows(config, RELEASE_DATA))
     config = dataclasses.replace(config, loss=choose_loss("sparse", config, train))
     evaluators = evaluators_for("sparse", config, held_out)
     model = build_splade(config, runtime, located)  # after every input check

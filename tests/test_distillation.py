@@ -111,8 +111,9 @@ def test_scores_that_do_not_match_their_candidates_are_one_line(recipe, tiny_enc
     rows = candidate_data(world, count=20)
     rows[7]["scores"] = rows[7]["scores"][:2]
     data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    # held-out rows are split off (shuffled) after the check: the row is named by its place in the file
     status, err, _ = run_cli_main(recipe, capsys, "--model", str(tiny_encoder_dir), "--data", str(data),
-                                  "--output-dir", str(tmp_path / "out"), "--held-out", "0")
+                                  "--output-dir", str(tmp_path / "out"), "--held-out", "2")
     assert status == 2 and err == [f"error: {data} row 8: 'scores' has 2 values for 4 candidates; expected one per "
                                    "candidate, the positive's first, then each negative's"]
     assert not (tmp_path / "out").exists()
