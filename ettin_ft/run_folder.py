@@ -23,13 +23,14 @@ from .folders import (STATE_FILE, atomic_folder, complete_checkpoints, publish, 
                       staging_path)
 
 
-def processes():
+def processes(cpu: bool | None = None):
     """accelerate's view of the processes (torchrun / accelerate launch). The first call sets it up: over gloo where
-    there is no GPU, as the trainers and pretraining do (without cpu=True it would see one process)."""
+    there is no GPU, as the trainers and pretraining do (without cpu=True it would see one process), or where the
+    caller works on the CPU (``cpu``)."""
     import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=not torch.cuda.is_available() if cpu is None else cpu)
 
 
 def is_main_process() -> bool:

@@ -16,14 +16,13 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from accelerate import PartialState
 from accelerate.utils import gather_object
 
 from .config import parse_config
 from .data.zeroshot import Task, load_tasks
 from .errors import EttinError, check_output_dir, cli_entry
 from .models import load_model, load_tokenizer, locate_model
-from .run_folder import RunFolder, write_probe_results
+from .run_folder import RunFolder, processes, write_probe_results
 from .runtime import choose_runtime
 from .scoring import ENCODER_SCORING, Scorer, encode_request, trained_with_mntp
 
@@ -72,7 +71,7 @@ def task_metrics(task: Task, scores: list[list[tuple[float, bool]]]) -> tuple[di
 
 def score_tasks(scorer: Scorer, tokenizer, tasks: list[Task]) -> tuple[dict, list[dict]]:
     """metrics.json's content and items.jsonl's records for ``tasks``."""
-    state = PartialState()  # under torchrun / accelerate launch each process scores a contiguous share
+    state = processes()  # under torchrun / accelerate launch each process scores a contiguous share
     per_task, records = {}, []
     for task in tasks:
         requests = [[encode_request(tokenizer, *request) for request in item.requests] for item in task.items]
@@ -102,7 +101,7 @@ def run_zeroshot(config: ZeroShotConfig) -> dict:
     located = locate_model(config.model, purpose="zero-shot scoring")
     tokenizer = load_tokenizer(located)
     runtime = choose_runtime(config.device, config.precision)
-    PartialState(cpu=runtime.device.type == "cpu")  # the processes of torchrun / accelerate launch (gloo on CPUs)
+    processes(cpu=runtime.device.type == "cpu")  # set up before any scoring: gloo for a run on CPUs
     model = load_model(located, dtype=runtime.dtype).to(runtime.device)
     mntp = config.mntp if config.mntp is not None else located.ref.local and trained_with_mntp(located.ref.path)
     scorer = Scorer(model, tokenizer, located.arch, config.batch_size, config.encoder_scoring, config.extra_masks,
@@ -110,7 +109,7 @@ def run_zeroshot(config: ZeroShotConfig) -> dict:
     scoring = ("log-likelihood given BOS + context" if located.arch == "decoder" else
                f"{config.encoder_scoring}" + (f", {config.extra_masks} extra masks" if config.encoder_scoring == "l2r" else "")
                + (", [SEP] scored" if config.score_sep else "") + (", MNTP read-out" if mntp else ""))
-    PartialState().print(f"{located.ref.describe()} ({located.arch}; {scoring}) on {len(tasks)} task(s):")
+    processes().print(f"{located.ref.describe()} ({located.arch}; {scoring}) on {len(tasks)} task(s):")
     metrics, records = score_tasks(scorer, tokenizer, tasks)
     metrics = {"model": config.model, "arch": located.arch, "scoring": scoring, **metrics}
     write_probe_results(config.output_dir, records, metrics)  # everything is scored before the folder is made
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     metrics = run_zeroshot(config)
     average = metrics["average"]
-    PartialState().print(f"{config.model} ({metrics['arch']}): average acc {average['acc']:.3f}, acc_norm {average['acc_norm']:.3f} "
+    processes().print(f"{config.model} ({metrics['arch']}): average acc {average['acc']:.3f}, acc_norm {average['acc_norm']:.3f} "
           f"over {len(metrics['tasks'])} task(s); {config.output_dir}/metrics.json, items.jsonl")
 
 
