@@ -137,7 +137,9 @@ def load_teacher(name: str, runtime):
                          "config_sentence_transformers.json, modules.json or sequence-classification head)")
     model_class = {"rerank": CrossEncoder, "dense": SentenceTransformer, "sparse": SparseEncoder,
                    "colbert": MultiVectorEncoder}[kind]
-    teacher = model_class(ref.path, revision=ref.revision, device=str(runtime.device), model_kwargs=model_kwargs(runtime))
+    # inference only: the weights themselves in the run's precision (a trainer's autocast does not reach the teacher)
+    teacher = model_class(ref.path, revision=ref.revision, device=str(runtime.device),
+                          model_kwargs={**model_kwargs(runtime), "dtype": runtime.dtype})
     return teacher, kind
 
 

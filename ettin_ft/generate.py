@@ -13,18 +13,22 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 from .models import load_model, load_tokenizer, locate_model
 from .process_state import transformers_progress_bars
 from .runtime import choose_runtime
-from .config import parse_config
+from .config import parse_config, refuse_inapplicable
 from .errors import EttinError, cli_entry
 
 
 @dataclass
 class GenerateConfig:
+    # sampling settings do nothing in greedy decoding: set alone, they are refused
+    REQUIRES: ClassVar[dict[str, str]] = {"temperature": "do_sample", "top_p": "do_sample", "seed": "do_sample"}
+
     model: str = field(default="150m", metadata={"help": "Ettin decoder: short name, hub id[@revision], local folder, or a LoRA adapter folder"})
     prompt: str = field(default="Hello!", metadata={"help": "the prompt (a user message in chat mode)"})
     system: str | None = field(default=None, metadata={"help": "system message (chat mode)"})
@@ -34,6 +38,13 @@ class GenerateConfig:
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
     top_p: float = field(default=0.9, metadata={"help": "nucleus sampling threshold"})
     seed: int = field(default=0, metadata={"help": "random seed for sampling"})
+
+    def __post_init__(self):
+        refuse_inapplicable(self)
+        if self.chat not in ("auto", "yes", "no"):
+            raise EttinError(f"--chat {self.chat!r}: expected auto, yes or no")
+        if self.system and self.chat == "no":
+            raise EttinError("--system is a chat message; it applies with --chat auto or yes, not --chat no")
 
 
 def load_generator(name: str, device: str | None = None):
@@ -91,8 +102,6 @@ def generate(model, tokenizer, prompt: str | list[dict], *, chat: bool | None = 
 def main(argv: list[str] | None = None) -> None:
     config, _ = parse_config(GenerateConfig, argv=argv, prog="python -m ettin_ft.generate",
                              description="Generate text with an Ettin decoder (or a fine-tuned / LoRA folder).")
-    if config.chat not in ("auto", "yes", "no"):
-        raise EttinError(f"--chat {config.chat!r}: expected auto, yes or no")
     with transformers_progress_bars(shown=False):  # the answer is the output
         model, tokenizer = load_generator(config.model)
     torch.manual_seed(config.seed)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from .config import parse_config
+from .config import parse_config, refuse_inapplicable
 from .distillation import candidate_pairs, locate_teacher, teacher_scores_of, with_scores
 from .errors import EttinError, cli_entry
 from .folders import write_jsonl_whole
@@ -26,6 +27,9 @@ from .run_folder import is_main_process, wait_for_everyone
 
 @dataclass
 class MineConfig:
+    # the teacher's settings: set without --teacher, they are refused
+    REQUIRES: ClassVar[dict[str, str]] = {"batch_size": "teacher", "precision": "teacher"}
+
     data: str | None = field(default=None, metadata={"help": "(query, positive) pairs: a local file or folder, or a hub dataset"})
     output: str | None = field(default=None, metadata={"help": "the .jsonl file to write (replaced whole if it exists)"})
     mining_model: str = field(default="bm25", metadata={"help": "'bm25' (offline) or an embedding model (folder or hub name) for mine_hard_negatives"})
@@ -39,6 +43,7 @@ class MineConfig:
     precision: str = field(default="auto", metadata={"help": "the teacher's precision: auto (bf16 on capable GPUs, fp32 on CPU), bf16, fp16 or fp32"})
 
     def __post_init__(self):
+        refuse_inapplicable(self)
         for name in ("data", "output"):
             if not getattr(self, name):
                 raise EttinError(f"--{name} is required (see python -m ettin_ft.mine --help)")

@@ -152,6 +152,7 @@ def test_two_processes_sft_with_lora(tiny_decoder_dir, world_dir, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["after"]["held_out_loss"] < metrics["before"]["held_out_loss"]
     assert AutoPeftModelForCausalLM.from_pretrained(out / "final").peft_config["default"].r == 32
+    assert not (out / "merged").exists()  # without --merge (tests/test_sft.py: with it)
 
 
 def test_a_failed_fine_tuning_run_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_losses(
