@@ -153,6 +153,31 @@ def evaluate(recipe: str, model_dir: str, eval_set: str) -> float:
     return shared_metrics(evaluator(model), evaluator.primary_metric)["ndcg@10"]
 
 
+def chance_levels() -> dict[str, dict[str, float]]:
+    """Reference NDCG@10 (binary gains) on each eval set, from its qrels: a random ranking of the whole corpus (a
+    retriever that learned nothing), a random order of BM25's top 100 (a reranker that learned nothing) and BM25's
+    own order."""
+    from ettin_ft.data.loading import load_beir
+    from ettin_ft.evaluation import bm25_candidates
+
+    discount = [1 / math.log2(rank + 2) for rank in range(10)]
+    levels = {}
+    for name in EVAL_SETS:
+        split = load_beir(str(SHARED / "retrieval_eval" / name))
+        candidates = bm25_candidates(split, 100)
+        sums = {"random ranking": 0.0, "random order of BM25's top 100": 0.0, "BM25": 0.0}
+        for query, judged in split.qrels.items():
+            relevant = {doc for doc, grade in judged.items() if grade > 0}
+            ideal = sum(discount[:min(len(relevant), 10)])
+            found = candidates[query]
+            sums["random ranking"] += len(relevant) / len(split.corpus) * sum(discount) / ideal
+            sums["random order of BM25's top 100"] += (sum(doc in relevant for doc in found) / len(found)
+                                                       * sum(discount) / ideal)
+            sums["BM25"] += sum(discount[i] for i, doc in enumerate(found[:10]) if doc in relevant) / ideal
+        levels[name] = {what: total / len(split.qrels) for what, total in sums.items()}
+    return levels
+
+
 def scores(row: Row, model: str, seed: int, work: Path) -> dict[str, dict[str, float]]:
     """side → {metric name: value} for one seed; runs what is not in ``work`` yet."""
     results = {}
@@ -195,12 +220,18 @@ def main() -> None:
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
+    parser.add_argument("--chance", action="store_true",
+                        help="print the eval sets' reference NDCG@10 (random ranking, random order of BM25's top 100, BM25) and stop")
     parser.add_argument("--evaluate", help=argparse.SUPPRESS)  # internal: one retrieval evaluation
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--eval-set", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.evaluate:
         report(evaluate(args.evaluate, args.model_dir, args.eval_set))
+        return
+    if args.chance:
+        for name, levels in chance_levels().items():
+            print(f"{name}: " + ", ".join(f"{what} {value:.4f}" for what, value in levels.items()))
         return
     if not args.work_dir:
         parser.error("the following arguments are required: --work-dir")
