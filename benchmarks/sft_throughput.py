@@ -50,7 +50,8 @@ def run_ettin(args, model_dir: str, packing: bool, lora: bool, marks: list) -> N
     """The package's own path: the functions train_sft is made of, minus its before/after evaluation."""
     from ettin_ft.runtime import choose_runtime
     from ettin_ft.data.sft import with_bos
-    from ettin_ft.sft import SftRecipeConfig, build_chat_model, build_trainer, load_sft_data, locate_decoder, lora_config
+    from ettin_ft.lora import peft_config
+    from ettin_ft.sft import SftRecipeConfig, build_chat_model, build_trainer, load_sft_data, locate_decoder
 
     config = SftRecipeConfig(model=model_dir, data=str(CHATS), max_samples=args.rows, held_out=0, lora=lora,
                              precision="fp32")
@@ -59,7 +60,7 @@ def run_ettin(args, model_dir: str, packing: bool, lora: bool, marks: list) -> N
     model, tokenizer = build_chat_model(config, choose_runtime(precision="fp32"), located)
     train = with_bos(train, fmt, tokenizer.bos_token)
     trainer = build_trainer(config, sft_args(args, tempfile.mkdtemp(), packing, lora), model, tokenizer, train, None, fmt,
-                            peft_config=lora_config(config, located) if lora else None)
+                            peft_config=peft_config(config, located, "CAUSAL_LM") if lora else None)
     trainer.add_callback(step_timer(marks))
     trainer.train()
 
@@ -73,6 +74,8 @@ def run_trl(args, model_dir: str, packing: bool, lora: bool, marks: list) -> Non
                                         str(args.max_length), "--held-out", "0", *(["--lora"] if lora else []),
                                         *([] if packing else ["--no-packing"])])
     trainer = plain_sft.build_trainer(script_args, callbacks=[step_timer(marks)])
+    # as sft_args: real tokens counted, no gradient checkpointing (the script turns it on to save memory)
+    trainer.args.include_num_input_tokens_seen, trainer.args.gradient_checkpointing = "non_padding", False
     trainer.train()
 
 
