@@ -62,6 +62,7 @@ def test_learns_sentiment_beyond_its_untrained_head_and_the_majority_class(arch,
     assert sum(losses[-3:]) < sum(losses[:3]), losses
 
 
+@pytest.mark.slow  # an end-to-end training run (25 s each), like the other recipes' learning tests
 @pytest.mark.parametrize("arch, bf16", [("encoder", NATIVE_BF16), ("decoder", False)])
 def test_learns_the_synthetic_question_topics(arch, bf16, pretrained_tiny, world100_dir, tmp_path):
     """Five classes named by strings, questions about held-out people; from Python, the trainer's --bf16
