@@ -125,13 +125,7 @@ def assert_every_field_acts(recipe: str, config_class, base: list[str], changes:
     assert covered == {f.name for f in dataclasses.fields(config_class)}, \
         sorted({f.name for f in dataclasses.fields(config_class)} ^ covered)
     out = tmp_path / "run"
-    described = {}
-
-    def digest(argv):
-        key = tuple(argv)
-        if key not in described:
-            described[key] = prepared_run(recipe, argv, out, monkeypatch, capsys)
-        return described[key]
+    digest = once_per_command(lambda argv: prepared_run(recipe, argv, out, monkeypatch, capsys))
 
     assert prepared_run(recipe, base, out, monkeypatch, capsys) == digest(base)  # the description repeats
     silent = [name for name, (needs, change) in changes.items()
@@ -146,6 +140,18 @@ def assert_every_field_acts(recipe: str, config_class, base: list[str], changes:
 def assert_refused(module: str, argv: list[str], expected: str, capsys):
     status, err, _ = run_cli_main(module, capsys, *argv)
     assert status == 2 and len(err) == 1 and expected in err[0], err
+
+
+def once_per_command(describe):
+    """``describe(argv)``, run once for each distinct command however often it is asked."""
+    described = {}
+
+    def cached(argv):
+        if tuple(argv) not in described:
+            described[tuple(argv)] = describe(argv)
+        return described[tuple(argv)]
+
+    return cached
 
 
 # for local data, a hub dataset's configuration and split are refused
@@ -465,22 +471,13 @@ def test_every_pretrain_field_acts(tiny_encoder_dir, other_tiny_dirs, world, wor
     covered = set(at_loop_start) | set(in_the_loop) | set(refused) | checked_apart
     assert covered == {f.name for f in dataclasses.fields(PretrainConfig)}
 
-    out, described = tmp_path / "run", {}
-
-    def digest(argv):
-        if tuple(argv) not in described:
-            described[tuple(argv)] = prepared_pretraining(argv, out, monkeypatch, capsys)
-        return described[tuple(argv)]
+    out = tmp_path / "run"
+    digest = once_per_command(lambda argv: prepared_pretraining(argv, out, monkeypatch, capsys))
 
     assert prepared_pretraining(continued, out, monkeypatch, capsys) == digest(continued)
     silent = [name for name, (base, needs, change) in at_loop_start.items()
               if digest([*base, *needs]) == digest([*base, *needs, *change])]
-    left = {}
-
-    def leaves(argv):
-        if tuple(argv) not in left:
-            left[tuple(argv)] = short_pretraining(argv, out, capsys)
-        return left[tuple(argv)]
+    leaves = once_per_command(lambda argv: short_pretraining(argv, out, capsys))
 
     silent += [name for name, (needs, change) in in_the_loop.items()
                if leaves([*continued, *needs]) == leaves([*continued, *needs, *change])]
@@ -530,12 +527,7 @@ def assert_every_output_changes(module: str, config_class, changes: dict[str, tu
     covered = set(changes) | set(checked_apart)
     assert covered == {f.name for f in dataclasses.fields(config_class)}, \
         sorted({f.name for f in dataclasses.fields(config_class)} ^ covered)
-    described = {}
-
-    def digest(argv):
-        if tuple(argv) not in described:
-            described[tuple(argv)] = command_outputs(module, argv, output_dir, monkeypatch, capsys)
-        return described[tuple(argv)]
+    digest = once_per_command(lambda argv: command_outputs(module, argv, output_dir, monkeypatch, capsys))
 
     first = next(iter(changes.values()))[0]
     assert command_outputs(module, first, output_dir, monkeypatch, capsys) == digest(first)
