@@ -188,7 +188,7 @@ def test_an_encoder_is_refused_bidirectional(tiny_encoder_dir, world_dir, tmp_pa
     ('{"tokens": [], "tags": []}\n', "x.jsonl", "line 1: no tokens"),
     ('{"tokens": ["a", " "], "tags": ["O", "O"]}\n', "x.jsonl", "line 1: token 2 is empty"),
     ('{"tokens": ["a"]}\n', "x.jsonl", 'line 1: no "tags" field'),
-    ('{"tokens": ["a"], "tags": ["O"]}\nb\tO\n', "x.jsonl", "line 2: 'b\\tO' is not a JSON row"),
+    ('{"tokens": ["a"], "tags": ["O"]}\nb\tO\n', "x.jsonl", "line 2: malformed JSON (Expecting value) in 'b\\tO'; expected one {\"tokens\""),
     ('a\tO\n{"tokens": ["a"], "tags": ["O"]}\n', "x.conll", "line 2: a JSON row in CoNLL text"),
     ("a\tO\nb\n", "x.conll", "line 2: 'b' has no tag"),
     ('{"tokens": ["a", "b"], "tags": ["O", "B-thing"]}\n', "labels", "tag 'B-thing' is not among the labels"),

@@ -27,7 +27,7 @@ def _read_jsonl(path: str) -> list[dict]:
     return [row for _, row in _jsonl_rows(path)]
 
 
-def _jsonl_rows(path: str):
+def _jsonl_rows(path: str, expected: str = "one JSON object per line"):
     """(line number, row) of every non-empty line, one line in memory at a time; a bad line is one error."""
     for number, line in text_lines(path):
         if not line.strip():
@@ -35,7 +35,8 @@ def _jsonl_rows(path: str):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise EttinError(f"{path} line {number}: malformed JSON ({error.msg}); expected one JSON object per line") from None
+            raise EttinError(f"{path} line {number}: malformed JSON ({error.msg}) in {line.strip()[:40]!r}; "
+                             f"expected {expected}") from None
         if not isinstance(row, dict):
             raise EttinError(f"{path} line {number}: expected a JSON object, found {type(row).__name__}")
         yield number, row
@@ -154,6 +155,19 @@ def _load_hub(name: str, config_name: str | None, split: str, streaming: bool):
         ) from None
 
 
+def is_local(spec: str) -> bool:
+    """Whether ``spec`` names local data: an existing path, a path-like name, or anything but a hub name (org/name)."""
+    return os.path.exists(spec) or spec.startswith((".", "/", "~")) or spec.count("/") != 1
+
+
+def refuse_hub_choices_for_local(spec: str, config_name: str | None, split: str) -> None:
+    """--data-config and --data-split choose within a hub dataset: one error when they are set for local data."""
+    if is_local(spec) and (config_name is not None or split != "train"):
+        chosen = " and ".join(f"--{flag} {value}" for flag, value in (("data-config", config_name), ("data-split", split))
+                              if value not in (None, "train"))
+        raise EttinError(f"{chosen} applies to hub datasets only; {spec} is local data (name the file to read instead)")
+
+
 def load_data(
     spec: str,
     *,
@@ -171,10 +185,7 @@ def load_data(
     give one row per non-empty line in ``text_column``; ``limit`` keeps the first rows. ``split`` and
     ``config_name`` choose within a hub dataset and are refused for local data.
     """
-    if (os.path.isdir(spec) or os.path.isfile(spec)) and (config_name is not None or split != "train"):
-        chosen = " and ".join(f"--{flag} {value}" for flag, value in (("data-config", config_name), ("data-split", split))
-                              if value not in (None, "train"))
-        raise EttinError(f"{chosen} applies to hub datasets only; {spec} is local data (name the file to read instead)")
+    refuse_hub_choices_for_local(spec, config_name, split)
     if os.path.isdir(spec):
         if is_beir_folder(spec):
             raise EttinError(f"{spec} is a BEIR folder (corpus/queries/qrels); pass it as an evaluation set, not as training data")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import datasets
 
 from ..errors import EttinError
-from .loading import _jsonl_rows, hold_out_for_evaluation, load_data
+from .loading import _jsonl_rows, hold_out_for_evaluation, is_local, load_data, refuse_hub_choices_for_local
 from .text import check_utf8, text_lines
 
 OUTSIDE = "O"
@@ -47,11 +47,8 @@ def _checked(tokens, tags, where: str) -> tuple[list[str], list[str]]:
 
 
 def _jsonl_sentences(path: str, renames: dict[str, str]):
-    for number, line in text_lines(path):
-        if line.strip() and not line.lstrip().startswith("{"):
-            raise EttinError(f"{path} line {number}: {line.strip()[:40]!r} is not a JSON row; a .jsonl file holds one "
-                             "{\"tokens\": [...], \"tags\": [...]} object per line (CoNLL text belongs in a .conll file)")
-    for number, row in _jsonl_rows(path):
+    expected = "one {\"tokens\": [...], \"tags\": [...]} object per line (CoNLL text belongs in a .conll file)"
+    for number, row in _jsonl_rows(path, expected):
         row = {renames.get(key, key): value for key, value in row.items()}
         missing = [name for name in ("tokens", "tags") if name not in row]
         if missing:
@@ -140,9 +137,7 @@ def load_tagging_data(*, data: str, eval_data: str | None = None, labels: str | 
     """Training and evaluation sentences and the label names: the evaluation file (``eval_data``, else the
     folder's validation.jsonl), else ``held_out`` training sentences (at most a tenth)."""
     labels_file = labels
-    local = os.path.isdir(data) or os.path.isfile(data) or data.startswith((".", "/", "~")) or data.count("/") != 1
-    if local and (data_config is not None or data_split != "train"):
-        raise EttinError(f"--data-config and --data-split apply to hub datasets only; {data} is local data")
+    refuse_hub_choices_for_local(data, data_config, data_split)
     if os.path.isdir(data):
         train_where = os.path.join(data, "train.jsonl")
         if not os.path.isfile(train_where):
@@ -153,7 +148,7 @@ def load_tagging_data(*, data: str, eval_data: str | None = None, labels: str | 
         folder_labels = os.path.join(data, "labels.json")
         labels_file = labels_file or (folder_labels if os.path.isfile(folder_labels) else None)
         train = read_sentences(train_where, column_mapping)
-    elif local:
+    elif is_local(data):
         train_where, train = data, read_sentences(data, column_mapping)
     else:
         train_where, train = f"hub dataset {data}", _hub_sentences(data, data_config, data_split, column_mapping)
