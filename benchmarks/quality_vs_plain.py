@@ -211,6 +211,29 @@ def summary(values: dict[str, list[float]], higher_is_better: bool) -> dict:
             "paired_standard_error": paired_std / math.sqrt(len(values["plain"])), "loses": worse > 2 * error}
 
 
+def compare_stacks(old_results: str, new_results: str) -> None:
+    """Print ettin-ft's rows on two stacks side by side from two --output files: each side's mean ± std, new − old
+    with its standard error (LOSES when the new stack is worse by more than two), the seeds equal on both stacks,
+    and the plain script on each stack."""
+    higher_is_better = {row.name: row.higher_is_better for group in rows(Path()).values() for row in group}
+    old = {(t["row"], t["metric"]): t for t in json.loads(Path(old_results).read_text())}
+    print("| row | metric | ettin-ft, old stack | ettin-ft, new stack | new − old (± SE) | seeds equal | "
+          "plain script, old stack | plain script, new stack |")
+    print("|---|---|---|---|---|---|---|---|")
+    for new in json.loads(Path(new_results).read_text()):
+        if (new["row"], new["metric"]) not in old:
+            continue
+        before = old[new["row"], new["metric"]]
+        values = {"ettin-ft": new["values"]["ettin-ft"], "plain": before["values"]["ettin-ft"]}
+        change = summary(values, higher_is_better[new["row"]])  # "plain" here is the old stack
+        equal = sum(a == b for a, b in zip(*values.values()))
+        cell = {name: {side: f"{t['mean'][side]:.4f} ± {t['std'][side]:.4f}" for side in ("ettin-ft", "plain")}
+                for name, t in (("old", before), ("new", new))}
+        print(f"| {new['row']} | {new['metric']} | {cell['old']['ettin-ft']} | {cell['new']['ettin-ft']} | "
+              f"{change['difference']:+.4f} ± {change['standard_error']:.4f}{' LOSES' if change['loses'] else ''} | "
+              f"{equal} of {len(values['plain'])} | {cell['old']['plain']} | {cell['new']['plain']} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", help="runs and the pretrained pair are kept here (required)")
@@ -222,6 +245,8 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     parser.add_argument("--chance", action="store_true",
                         help="print the eval sets' reference NDCG@10 (random ranking, random order of BM25's top 100, BM25) and stop")
+    parser.add_argument("--compare-stacks", nargs=2, metavar=("OLD", "NEW"),
+                        help="print the rows of two --output files (one per library stack) side by side and stop")
     parser.add_argument("--evaluate", help=argparse.SUPPRESS)  # internal: one retrieval evaluation
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--eval-set", help=argparse.SUPPRESS)
@@ -232,6 +257,9 @@ def main() -> None:
     if args.chance:
         for name, levels in chance_levels().items():
             print(f"{name}: " + ", ".join(f"{what} {value:.4f}" for what, value in levels.items()))
+        return
+    if args.compare_stacks:
+        compare_stacks(*args.compare_stacks)
         return
     if not args.work_dir:
         parser.error("the following arguments are required: --work-dir")
