@@ -11,7 +11,8 @@ import functools
 import json
 
 
-# trl 1.16 × transformers 5.3 (ModernBertDecoderForCausalLM).
+# trl 1.16 × transformers 5.3–5.25 (ModernBertDecoderForCausalLM; still needed: without it test_sft's fused-loss
+# check fails on 5.24 and 5.25).
 def route_fused_loss_through_prediction_head(trainer) -> None:
     """Route trl's fused LM head through ModernBertDecoder's prediction head.
 
