@@ -90,8 +90,39 @@ def candidate_rows(rows: datasets.Dataset, where: str) -> datasets.Dataset:
         with datasets_progress_bars(False):
             rows = rows.map(lambda row: {"negatives": [row[c] for c in single]}, remove_columns=single)
     rows = rows.select_columns(["query", "positive", "negatives"] + (["scores"] if "scores" in rows.column_names else []))
-    for number, row in enumerate(rows.select_columns([c for c in ("negatives", "scores") if c in rows.column_names]),
-                                 start=1):
+    candidates = rows.select_columns([c for c in ("negatives", "scores") if c in rows.column_names])
+    if not all(_well_formed(batch) for batch in candidates.with_format("arrow").iter(batch_size=100_000)):
+        _name_the_first_bad_row(candidates, where)
+    return rows
+
+
+def _well_formed(batch) -> bool:
+    """Arrow's check of a batch of rows at once: lists of non-empty texts and one number per candidate. Row by row in
+    Python it took 13 s per million rows, half an hour for the release's 143M. False leaves the verdict to the
+    row-by-row check, which names the first bad row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def list_of(column, is_value_type) -> bool:
+        kind = column.type
+        return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and is_value_type(kind.value_type) \
+            and not column.null_count and not pc.list_flatten(column).null_count
+
+    negatives = batch.column("negatives")
+    if not list_of(negatives, lambda kind: pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return False
+    if pc.any(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.list_flatten(negatives))), 0)).as_py():
+        return False
+    if "scores" not in batch.column_names:
+        return True
+    scores = batch.column("scores")
+    if not list_of(scores, lambda kind: pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        return False
+    return pc.all(pc.equal(pc.list_value_length(scores), pc.add(pc.list_value_length(negatives), 1))).as_py() is True
+
+
+def _name_the_first_bad_row(candidates: datasets.Dataset, where: str) -> None:
+    for number, row in enumerate(candidates, start=1):
         negatives = row["negatives"]
         if not isinstance(negatives, list) or not all(isinstance(n, str) and n.strip() for n in negatives):
             raise EttinError(f"{where} row {number}: 'negatives' must be a list of non-empty texts")
@@ -102,7 +133,6 @@ def candidate_rows(rows: datasets.Dataset, where: str) -> datasets.Dataset:
             if len(scores) != 1 + len(negatives):
                 raise EttinError(f"{where} row {number}: 'scores' has {len(scores)} values for {1 + len(negatives)} "
                                  "candidates; expected one per candidate, the positive's first, then each negative's")
-    return rows
 
 
 def locate_teacher(name: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import datasets
@@ -86,6 +87,38 @@ def test_candidate_rows_gather_negatives_and_check_the_scores():
     assert loss_columns(uneven, True).to_list() == [
         {"query": q, "positive": p, "negative_1": "a", "negative_2": "b", "scores": scores}
         for q, p, scores in (("r", "s", [2, 1, 0]), ("t", "u", [3, 2, 1]), ("v", "w", [4, 3, 2]))]
+
+
+def candidates(count: int, last_negatives: list, last_scores: list) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"query": ["q"] * count, "positive": ["p"] * count,
+                                       "negatives": [["a", "b"]] * (count - 1) + [last_negatives],
+                                       "scores": [[3.0, 2.0, 1.0]] * (count - 1) + [last_scores]})
+
+
+@pytest.mark.parametrize("negatives, scores, expected", [
+    (["a", " "], [3, 2, 1], "'negatives' must be a list of non-empty texts"),
+    (["a", None], [3, 2, 1], "'negatives' must be a list of non-empty texts"),
+    (["a", "b"], [3, None, 1], "'scores' must be a list of numbers"),
+    (["a"], [3, 2, 1], "'scores' has 3 values for 2 candidates"),
+])
+def test_candidate_rows_name_the_bad_row(negatives, scores, expected):
+    from ettin_ft.distillation import candidate_rows
+    from ettin_ft.errors import EttinError
+
+    with pytest.raises(EttinError, match=rf"x row 3: {re.escape(expected)}"):
+        candidate_rows(candidates(3, negatives, scores), "x")
+
+
+def test_candidate_rows_past_the_first_checked_batch():
+    """Rows are checked in Arrow batches of 100,000: a bad row after the first batch is still found and named by its
+    number, and good rows pass."""
+    from ettin_ft.distillation import candidate_rows
+    from ettin_ft.errors import EttinError
+
+    count = 100_003
+    assert candidate_rows(candidates(count, ["a", "b"], [3, 2, 1]), "x")[-1]["scores"] == [3, 2, 1]
+    with pytest.raises(EttinError, match=rf"x row {count}: 'scores' has 2 values for 3 candidates"):
+        candidate_rows(candidates(count, ["a", "b"], [3, 2]), "x")
 
 
 def test_a_resumed_run_reads_its_scores_back_and_never_loads_the_teacher(tmp_path):
