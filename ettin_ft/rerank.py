@@ -4,7 +4,9 @@ From labels (``--loss bce``): BinaryCrossEntropyLoss with pos_weight = hard nega
 pairs get hard negatives mined with an embedding model (mine_hard_negatives) or offline with BM25
 (``--mining-model bm25``), and (query, passage, label) rows train as they are. From a teacher's scores
 (``--teacher``, ``--teacher-scores`` or rows with ``scores``): pointwise MSELoss on the raw scores (``mse``, the
-default then, as the released Ettin rerankers were trained) or MarginMSELoss (``margin-mse``). The head pools the
+default then, as the released Ettin rerankers were trained) or MarginMSELoss (``margin-mse``). (query, document,
+label) rows whose labels are a teacher's scores, as the released rerankers' data (cross-encoder/ettin-reranker-v1-data)
+holds them, train with ``--loss mse``. The head pools the
 [CLS] token (``--pooling cls``, the released rerankers' choice) or the mean. Defaults, the Ettin release's settings
 and data: configs/rerank.yaml; the released rerankers' recipe: ``--config configs/rerank/ettin-reranker.yaml``.
 Evaluation reranks the BM25 top 100 of every query.
@@ -57,21 +59,27 @@ class RerankConfig(RetrievalConfig):
             raise EttinError(f"--pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
 
 
-def labelled_rows(config: RerankConfig) -> bool:
-    """Whether the training rows are (query, passage, label)."""
+def labelled_passage_column(config: RerankConfig) -> str | None:
+    """The passage column of (query, passage, label) rows ("passage", or "document" as the release data names it),
+    or None for other rows."""
     probe = load_data(config.data, limit=1, column_mapping=column_mapping(config)) if config.data else None
-    return probe is not None and {"query", "passage", "label"} <= set(probe.column_names)
+    columns = set(probe.column_names) if probe is not None else set()
+    return next((name for name in ("passage", "document") if {"query", name, "label"} <= columns), None)
 
 
 def training_rows(config: RerankConfig) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """(training rows, held-out rows): (query, passage, label) rows as given, or candidate rows (query, positive,
     negatives[, scores]), their negatives mined when no row has any (the held-out rows are split off first)."""
-    if labelled_rows(config):
+    passage = labelled_passage_column(config)
+    if passage:
         if config.teacher or config.teacher_scores:
-            raise EttinError(f"{config.data}: (query, passage, label) rows train from labels; a teacher scores "
+            raise EttinError(f"{config.data}: (query, {passage}, label) rows train from their labels; a teacher scores "
                              "(query, positive[, negatives]) rows (python -m ettin_ft.mine writes them)")
+        rows = load_training_data(config, ["query", passage, "label"])
+        if passage != "passage":
+            rows = rows.rename_column(passage, "passage")
         # whole queries are held out, each with its labelled passages, so every held-out query can be ranked
-        return split_held_out(config, load_training_data(config, ["query", "passage", "label"]), group="query")
+        return split_held_out(config, rows, group="query")
     train, held_out = split_held_out(config, load_candidate_rows(config, RELEASE_DATA))
     if not any(train["negatives"]):
         train = mine_negatives(train.select_columns(["query", "positive"]), config.mining_model, config.num_negatives)
@@ -87,6 +95,23 @@ def pointwise(rows: datasets.Dataset) -> datasets.Dataset:
     return datasets.Dataset.from_dict(flat)
 
 
+def labelled_rows_loss(config: RerankConfig, rows: datasets.Dataset) -> str:
+    """(query, passage, label) rows: bce (the default) on labels from 0 to 1, or mse on labels that are a teacher's
+    scores (the release data's raw mxbai-rerank scores, -12 to 22)."""
+    import pyarrow.compute as pc
+
+    loss = "bce" if config.loss in (None, "auto") else config.loss
+    if loss not in ("bce", "mse"):
+        raise EttinError(f"--loss {loss}: (query, passage, label) rows train with bce (labels from 0 to 1) or mse "
+                         "(labels that are a teacher's scores); margin-mse takes (query, positive, negatives, scores) rows")
+    labels = pc.min_max(rows.with_format("arrow")["label"])
+    lowest, highest = labels["min"].as_py(), labels["max"].as_py()
+    if loss == "bce" and not 0 <= lowest <= highest <= 1:
+        raise EttinError(f"{config.data}: labels from {lowest:g} to {highest:g}, but bce takes labels from 0 to 1; for "
+                         "labels that are a teacher's scores give --loss mse")
+    return loss
+
+
 def rerank_loss(model: CrossEncoder, config: RerankConfig, negatives_per_query: float):
     if config.loss == "bce":  # positives weighed as all of a query's negatives together
         return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(negatives_per_query)))
@@ -99,7 +124,8 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     ref = locate_base_model(config, "rerank").ref
     train, held_out = training_rows(config)
-    config = dataclasses.replace(config, loss=choose_loss("rerank", config, train))
+    loss = labelled_rows_loss(config, train) if "label" in train.column_names else choose_loss("rerank", config, train)
+    config = dataclasses.replace(config, loss=loss)
     evaluators = evaluators_for("rerank", config, held_out)
     distilled = learns_from_scores("rerank", config.loss)
     # a distilled reranker outputs raw scores, on its teacher's scale, as the released Ettin rerankers do
@@ -115,7 +141,7 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
         negatives_per_query = config.num_negatives  # labelled rows; candidate rows count their own
         if "negatives" in train.column_names:
             negatives_per_query = sum(map(len, train["negatives"])) / len(train)
-        if distilled:
+        if distilled and "label" not in train.column_names:  # labelled rows carry their scores as labels
             train = scored_rows(config, train, args, runtime)
             train = pointwise(train) if config.loss == "mse" else loss_columns(train, True)
         elif "negatives" in train.column_names:

@@ -215,6 +215,37 @@ def test_a_reranker_distils_from_a_teacher_and_from_its_file_alike(tiny_encoder_
 
 
 @pytest.mark.slow
+def test_the_release_datas_rows_train_as_scored_candidates_do(tiny_encoder_dir, world, tmp_path, capsys):
+    """(query, document, label) rows whose labels are a teacher's scores (cross-encoder/ettin-reranker-v1-data's
+    shape) train with --loss mse exactly as the same scores given as candidate rows; bce refuses such labels."""
+    from sentence_transformers import CrossEncoder
+
+    scored = candidate_data(world, count=30)
+    candidates = write_jsonl(tmp_path / "candidates.jsonl", scored)
+    release = write_jsonl(tmp_path / "release.jsonl", [
+        {"query": row["query"], "document": document, "label": score}
+        for row in scored for document, score in zip([row["positive"], *row["negatives"]], row["scores"])])
+    common = ["--model", str(tiny_encoder_dir), "--held-out", "0", "--max-steps", "8", "--per-device-train-batch-size",
+              "16", "--learning-rate", "1e-3", "--logging-steps", "1", "--save-strategy", "no", "--max-seq-length", "64"]
+    status, err, _ = run_cli_main("rerank", capsys, *common, "--data", str(release), "--output-dir", str(tmp_path / "bce"))
+    assert status == 2 and err == [f"error: {release}: labels from -3 to 5, but bce takes labels from 0 to 1; for "
+                                   "labels that are a teacher's scores give --loss mse"]
+    assert not (tmp_path / "bce").exists()
+    status, err, _ = run_cli_main("rerank", capsys, *common, "--data", str(release), "--loss", "margin-mse",
+                                  "--output-dir", str(tmp_path / "bce"))
+    assert status == 2 and err[-1].startswith("error: --loss margin-mse: (query, passage, label) rows train with bce")
+    assert not (tmp_path / "bce").exists()
+    for name, data, loss in (("release", release, ["--loss", "mse"]), ("candidates", candidates, [])):
+        status, err, _ = run_cli_main("rerank", capsys, *common, "--data", str(data), *loss, "--output-dir",
+                                      str(tmp_path / name))
+        assert status == 0, err[-3:]
+    losses = [[r["loss"] for r in map(json.loads, (tmp_path / run / "log_history.jsonl").read_text().splitlines())
+               if "loss" in r] for run in ("release", "candidates")]
+    assert len(losses[0]) == 8 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert type(CrossEncoder(str(tmp_path / "release" / "final"), device="cpu").activation_fn).__name__ == "Identity"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["dense", "sparse", "colbert"])
 def test_bi_encoders_distil_from_scored_rows(recipe, tiny_encoder_dir, world, tmp_path, capsys):
     data = write_jsonl(tmp_path / "rows.jsonl", candidate_data(world, count=40))
