@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import datasets
 
+from .data.loading import blank_texts
 from .errors import EttinError
 from .folders import write_jsonl_whole
 from .process_state import datasets_progress_bars
@@ -106,17 +107,17 @@ def _well_formed(batch) -> bool:
     def list_of(column, is_value_type) -> bool:
         kind = column.type
         return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and is_value_type(kind.value_type) \
-            and not column.null_count and not pc.list_flatten(column).null_count
+            and not column.null_count
 
     negatives = batch.column("negatives")
-    if not list_of(negatives, lambda kind: pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        return False
-    if pc.any(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.list_flatten(negatives))), 0)).as_py():
+    if not list_of(negatives, lambda kind: pa.types.is_string(kind) or pa.types.is_large_string(kind)) \
+            or pc.any(blank_texts(pc.list_flatten(negatives))).as_py():
         return False
     if "scores" not in batch.column_names:
         return True
     scores = batch.column("scores")
-    if not list_of(scores, lambda kind: pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+    if not list_of(scores, lambda kind: pa.types.is_integer(kind) or pa.types.is_floating(kind)) \
+            or pc.list_flatten(scores).null_count:
         return False
     return pc.all(pc.equal(pc.list_value_length(scores), pc.add(pc.list_value_length(negatives), 1))).as_py() is True
 

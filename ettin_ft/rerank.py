@@ -104,11 +104,12 @@ def labelled_rows_loss(config: RerankConfig, rows: datasets.Dataset) -> str:
     if loss not in ("bce", "mse"):
         raise EttinError(f"--loss {loss}: (query, passage, label) rows train with bce (labels from 0 to 1) or mse "
                          "(labels that are a teacher's scores); margin-mse takes (query, positive, negatives, scores) rows")
-    labels = pc.min_max(rows.with_format("arrow")["label"])
-    lowest, highest = labels["min"].as_py(), labels["max"].as_py()
-    if loss == "bce" and not 0 <= lowest <= highest <= 1:
-        raise EttinError(f"{config.data}: labels from {lowest:g} to {highest:g}, but bce takes labels from 0 to 1; for "
-                         "labels that are a teacher's scores give --loss mse")
+    if loss == "bce":
+        labels = pc.min_max(rows.with_format("arrow")["label"])
+        lowest, highest = labels["min"].as_py(), labels["max"].as_py()
+        if not 0 <= lowest <= highest <= 1:
+            raise EttinError(f"{config.data}: labels from {lowest:g} to {highest:g}, but bce takes labels from 0 to 1; "
+                             "for labels that are a teacher's scores give --loss mse")
     return loss
 
 
@@ -124,7 +125,8 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
     set_seed(args.seed)  # before any model is built, so its new layers (and the "before" metrics) repeat
     ref = locate_base_model(config, "rerank").ref
     train, held_out = training_rows(config)
-    loss = labelled_rows_loss(config, train) if "label" in train.column_names else choose_loss("rerank", config, train)
+    labelled = "label" in train.column_names  # (query, passage, label) rows train on their labels as given
+    loss = labelled_rows_loss(config, train) if labelled else choose_loss("rerank", config, train)
     config = dataclasses.replace(config, loss=loss)
     evaluators = evaluators_for("rerank", config, held_out)
     distilled = learns_from_scores("rerank", config.loss)
@@ -141,7 +143,7 @@ def train_rerank(config: RerankConfig, args: CrossEncoderTrainingArguments, runt
         negatives_per_query = config.num_negatives  # labelled rows; candidate rows count their own
         if "negatives" in train.column_names:
             negatives_per_query = sum(map(len, train["negatives"])) / len(train)
-        if distilled and "label" not in train.column_names:  # labelled rows carry their scores as labels
+        if distilled and not labelled:
             train = scored_rows(config, train, args, runtime)
             train = pointwise(train) if config.loss == "mse" else loss_columns(train, True)
         elif "negatives" in train.column_names:

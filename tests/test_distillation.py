@@ -89,7 +89,7 @@ def test_candidate_rows_gather_negatives_and_check_the_scores():
         for q, p, scores in (("r", "s", [2, 1, 0]), ("t", "u", [3, 2, 1]), ("v", "w", [4, 3, 2]))]
 
 
-def candidates(count: int, last_negatives: list, last_scores: list) -> datasets.Dataset:
+def rows_ending_with(count: int, last_negatives: list, last_scores: list) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"query": ["q"] * count, "positive": ["p"] * count,
                                        "negatives": [["a", "b"]] * (count - 1) + [last_negatives],
                                        "scores": [[3.0, 2.0, 1.0]] * (count - 1) + [last_scores]})
@@ -106,7 +106,7 @@ def test_candidate_rows_name_the_bad_row(negatives, scores, expected):
     from ettin_ft.errors import EttinError
 
     with pytest.raises(EttinError, match=rf"x row 3: {re.escape(expected)}"):
-        candidate_rows(candidates(3, negatives, scores), "x")
+        candidate_rows(rows_ending_with(3, negatives, scores), "x")
 
 
 def test_candidate_rows_past_the_first_checked_batch():
@@ -116,9 +116,9 @@ def test_candidate_rows_past_the_first_checked_batch():
     from ettin_ft.errors import EttinError
 
     count = 100_003
-    assert candidate_rows(candidates(count, ["a", "b"], [3, 2, 1]), "x")[-1]["scores"] == [3, 2, 1]
+    assert candidate_rows(rows_ending_with(count, ["a", "b"], [3, 2, 1]), "x")[-1]["scores"] == [3, 2, 1]
     with pytest.raises(EttinError, match=rf"x row {count}: 'scores' has 2 values for 3 candidates"):
-        candidate_rows(candidates(count, ["a", "b"], [3, 2]), "x")
+        candidate_rows(rows_ending_with(count, ["a", "b"], [3, 2]), "x")
 
 
 def test_a_resumed_run_reads_its_scores_back_and_never_loads_the_teacher(tmp_path):

@@ -238,6 +238,13 @@ def validate(dataset, columns: Sequence[str], where: str, limit: int | None = No
 
 
 
+def blank_texts(values):
+    """Arrow's mask of a text array: True where a value is null, empty or only whitespace."""
+    import pyarrow.compute as pc
+
+    return pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
+
+
 def check_texts(dataset, columns: Sequence[str], where: str) -> None:
     """Every value of ``columns`` is non-empty text; otherwise one error naming the row and the column.
 
@@ -252,12 +259,10 @@ def check_texts(dataset, columns: Sequence[str], where: str) -> None:
             values = table[column]
             if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or pa.types.is_null(values.type)):
                 raise EttinError(f"{where} row {offset + 1}: column {column!r} is {values.type}; expected non-empty text")
-            nulls = pc.is_null(values)
-            bad = nulls if pa.types.is_null(values.type) else pc.or_kleene(
-                nulls, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
+            bad = pc.is_null(values) if pa.types.is_null(values.type) else blank_texts(values)
             if pc.any(bad).as_py():
                 first = pc.index(bad, True).as_py()
-                found = "null" if nulls[first].as_py() else "empty"
+                found = "empty" if values[first].is_valid else "null"
                 raise EttinError(f"{where} row {offset + first + 1}: column {column!r} is {found}; expected non-empty text")
         offset += table.num_rows
 
